@@ -1,0 +1,195 @@
+"""Event: one decision, as a log line and a row in the SQLite event database (SPOOL/var)."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from scanmail.errors import SpoolError
+
+log = logging.getLogger(__name__)
+
+DB_NAME = "events.sqlite"
+
+# kind: what happened. 'scan' rows are final decisions (one per spool id, replaced when a
+# crashed run decides again); the other kinds accumulate.
+KINDS = (
+    "scan",  # verdict deliver | quarantine; reason clean | banned | infected | unchecked | malformed
+    "retry",  # scanner could not answer; message left in incoming
+    "outage",  # scanner down (reason: down) or back (reason: up)
+    "release",  # admin released a quarantined message
+    "delete",  # admin deleted a quarantined message
+    "delivery",  # forwarder delivered (verdict delivered) or failed (verdict failed/deferred)
+    "bounce",  # a DSN was generated
+    "sigupdate",  # signature update outcome
+)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY,
+    time REAL NOT NULL,
+    kind TEXT NOT NULL,
+    qid TEXT NOT NULL DEFAULT '',
+    message_id TEXT NOT NULL DEFAULT '',
+    sender TEXT NOT NULL DEFAULT '',
+    recipients TEXT NOT NULL DEFAULT '',
+    size INTEGER NOT NULL DEFAULT 0,
+    verdict TEXT NOT NULL DEFAULT '',
+    reason TEXT NOT NULL DEFAULT '',
+    viruses TEXT NOT NULL DEFAULT '',
+    attachments TEXT NOT NULL DEFAULT '',
+    scan_ms INTEGER NOT NULL DEFAULT 0,
+    detail TEXT NOT NULL DEFAULT ''
+);
+CREATE UNIQUE INDEX IF NOT EXISTS events_scan_qid ON events(qid) WHERE kind = 'scan';
+CREATE INDEX IF NOT EXISTS events_time ON events(time);
+CREATE INDEX IF NOT EXISTS events_kind_time ON events(kind, time);
+"""
+
+COLUMNS = (
+    "time", "kind", "qid", "message_id", "sender", "recipients", "size",
+    "verdict", "reason", "viruses", "attachments", "scan_ms", "detail",
+)
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def clean(text: str, limit: int = 200) -> str:
+    """An untrusted value made safe for one log line: no control characters, bounded."""
+    text = _CONTROL.sub("?", text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+@dataclass(frozen=True)
+class Event:
+    """One thing that happened to a message or to the gateway."""
+
+    kind: str
+    qid: str = ""
+    message_id: str = ""
+    sender: str = ""
+    recipients: tuple[str, ...] = ()
+    size: int = 0
+    verdict: str = ""
+    reason: str = ""
+    viruses: tuple[str, ...] = ()
+    attachments: tuple[str, ...] = ()
+    scan_ms: int = 0
+    detail: str = ""
+    time: float = field(default_factory=time.time)
+
+    def log_line(self) -> str:
+        """The one syslog line: qid first, stable keys, sanitized values."""
+        parts = [f"qid={self.qid or '-'}", f"event={self.kind}"]
+        if self.kind in ("scan", "retry", "release", "delivery"):
+            parts += [
+                f"from=<{clean(self.sender)}>",
+                f"rcpts={len(self.recipients)}",
+                f"size={self.size}",
+            ]
+        if self.verdict:
+            parts.append(f"verdict={self.verdict}")
+        reason = self.reason
+        if self.viruses:
+            reason += ":" + ",".join(self.viruses)
+        if reason:
+            parts.append(f"reason={clean(reason)}")
+        if self.kind == "scan":
+            parts.append(f"ms={self.scan_ms}")
+        if self.detail:
+            parts.append(f"detail={clean(self.detail)!r}")
+        return " ".join(parts)
+
+    def row(self) -> tuple[object, ...]:
+        return (
+            self.time, self.kind, self.qid, self.message_id, self.sender,
+            "\n".join(self.recipients), self.size, self.verdict, self.reason,
+            "\n".join(self.viruses), "\n".join(self.attachments), self.scan_ms, self.detail,
+        )
+
+    @classmethod
+    def from_row(cls, row: Sequence[object]) -> Event:
+        values = dict(zip(COLUMNS, row, strict=True))
+
+        def split(key: str) -> tuple[str, ...]:
+            text = str(values[key])
+            return tuple(text.split("\n")) if text else ()
+
+        return cls(
+            kind=str(values["kind"]), qid=str(values["qid"]),
+            message_id=str(values["message_id"]), sender=str(values["sender"]),
+            recipients=split("recipients"), size=int(values["size"]),  # type: ignore[call-overload]
+            verdict=str(values["verdict"]), reason=str(values["reason"]),
+            viruses=split("viruses"), attachments=split("attachments"),
+            scan_ms=int(values["scan_ms"]),  # type: ignore[call-overload]
+            detail=str(values["detail"]), time=float(values["time"]),  # type: ignore[arg-type]
+        )
+
+
+class EventLog:
+    """The event database; each record() is also one INFO line in the system log."""
+
+    def __init__(self, var_dir: Path) -> None:
+        self.path = var_dir / DB_NAME
+        try:
+            self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            # WAL: the receiver, scanner, forwarder and reports use the database at once.
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.executescript(SCHEMA)
+        except sqlite3.Error as exc:
+            raise SpoolError(f"{self.path}: cannot open event database: {exc}") from exc
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> EventLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def record(self, event: Event, quiet: bool = False) -> None:
+        """Store the event (a 'scan' event replaces an earlier one for the same qid) and log it."""
+        verb = "INSERT OR REPLACE" if event.kind == "scan" else "INSERT"
+        marks = ",".join("?" * len(COLUMNS))
+        try:
+            self.db.execute(
+                f"{verb} INTO events ({','.join(COLUMNS)}) VALUES ({marks})", event.row()
+            )
+        except sqlite3.Error as exc:
+            raise SpoolError(f"{self.path}: cannot record event: {exc}") from exc
+        if not quiet:
+            level = logging.WARNING if event.kind in ("retry", "outage") else logging.INFO
+            log.log(level, "%s", event.log_line())
+
+    def query(
+        self, since: float = 0.0, until: float | None = None, kinds: Sequence[str] = ()
+    ) -> Iterator[Event]:
+        """Events in [since, until), oldest first, optionally of some kinds only."""
+        sql = f"SELECT {','.join(COLUMNS)} FROM events WHERE time >= ?"
+        args: list[object] = [since]
+        if until is not None:
+            sql += " AND time < ?"
+            args.append(until)
+        if kinds:
+            sql += f" AND kind IN ({','.join('?' * len(kinds))})"
+            args.extend(kinds)
+        sql += " ORDER BY time, id"
+        for row in self.db.execute(sql, args):
+            yield Event.from_row(row)
+
+    def last(self, kind: str, qid: str | None = None) -> Event | None:
+        """The newest event of a kind (for one qid, if given)."""
+        sql = f"SELECT {','.join(COLUMNS)} FROM events WHERE kind = ?"
+        args: list[object] = [kind]
+        if qid is not None:
+            sql += " AND qid = ?"
+            args.append(qid)
+        row = self.db.execute(sql + " ORDER BY time DESC, id DESC LIMIT 1", args).fetchone()
+        return Event.from_row(row) if row else None

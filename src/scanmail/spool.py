@@ -1,0 +1,293 @@
+"""The Obtuse spool file (FROM/RCPT/SENT/BODY): read, write atomically, move; the run lock."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import re
+import secrets
+import shutil
+import stat
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from scanmail.errors import MalformedSpoolFile, SpoolError
+
+FOLDERS = ("incoming", "outgoing", "quarantine", "failed", "tmp", "etc", "bin", "var")
+MESSAGE_FOLDERS = ("incoming", "outgoing", "quarantine", "failed")
+COMPLETE_MODE = 0o750  # owner and group execute bits: the Obtuse "file is complete" mark
+INCOMPLETE_MODE = 0o600
+PREFIX = "smtpd"
+MAX_ENVELOPE_BYTES = 4 << 20  # a spool header larger than this is not an envelope
+_ADDRESS = re.compile(rb"<([^<>\x00\r\n]*)>")
+_QID = re.compile(r"[A-Za-z0-9._-]{1,128}")
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """MAIL FROM, the recipients still to deliver, and those already delivered (SENT)."""
+
+    sender: str
+    recipients: tuple[str, ...]
+    sent: tuple[str, ...] = field(default=())
+
+    def to_bytes(self) -> bytes:
+        """The spool header, up to and including the BODY line."""
+        lines = [f"FROM <{self.sender}>"]
+        lines += [f"RCPT <{rcpt}>" for rcpt in self.recipients]
+        lines += [f"SENT <{rcpt}>" for rcpt in self.sent]
+        for address in (self.sender, *self.recipients, *self.sent):
+            if any(c in address for c in "<>\r\n\x00"):
+                raise ValueError(f"address {address!r} cannot be stored in a spool file")
+        return ("\n".join(lines) + "\nBODY\n").encode("utf-8", "surrogateescape")
+
+
+@dataclass(frozen=True)
+class SpoolFile:
+    """A complete spool file: where it is, its envelope, and where the message begins."""
+
+    path: Path
+    envelope: Envelope
+    body_offset: int
+    size: int
+
+    @property
+    def qid(self) -> str:
+        return self.path.name
+
+    @property
+    def message_size(self) -> int:
+        return self.size - self.body_offset
+
+    def open_message(self) -> BinaryIO:
+        """The RFC 5322 message bytes, positioned at their start."""
+        handle = open(self.path, "rb")  # noqa: SIM115 - returned to the caller
+        handle.seek(self.body_offset)
+        return handle
+
+    def read_message(self) -> bytes:
+        with self.open_message() as handle:
+            return handle.read()
+
+
+def parse_envelope(handle: BinaryIO) -> tuple[Envelope, int]:
+    """Read the envelope lines up to BODY; raise MalformedSpoolFile if they are not one."""
+    sender: str | None = None
+    recipients: list[str] = []
+    sent: list[str] = []
+    offset = 0
+    while True:
+        line = handle.readline(MAX_ENVELOPE_BYTES)
+        offset += len(line)
+        if not line:
+            raise MalformedSpoolFile("no BODY line")
+        if offset > MAX_ENVELOPE_BYTES:
+            raise MalformedSpoolFile("envelope too long")
+        text = line.rstrip(b"\r\n")
+        if text == b"BODY":
+            break
+        keyword, _, rest = text.partition(b" ")
+        match = _ADDRESS.fullmatch(rest.strip())
+        if keyword not in (b"FROM", b"RCPT", b"SENT") or match is None:
+            shown = text[:60].decode("ascii", "backslashreplace")
+            raise MalformedSpoolFile(f"bad envelope line {shown!r}")
+        address = match.group(1).decode("utf-8", "surrogateescape")
+        if keyword == b"FROM":
+            if sender is not None:
+                raise MalformedSpoolFile("two FROM lines")
+            sender = address
+        elif keyword == b"RCPT":
+            recipients.append(address)
+        else:
+            sent.append(address)
+    if sender is None:
+        raise MalformedSpoolFile("no FROM line")
+    if not recipients and not sent:
+        raise MalformedSpoolFile("no RCPT line")
+    return Envelope(sender, tuple(recipients), tuple(sent)), offset
+
+
+def read_spool_file(path: Path) -> SpoolFile:
+    """Open a spool file and parse its envelope."""
+    with open(path, "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        envelope, offset = parse_envelope(handle)
+    return SpoolFile(path, envelope, offset, size)
+
+
+def is_complete(mode: int) -> bool:
+    """A writer marks a finished file by setting the owner and group execute bits."""
+    return stat.S_ISREG(mode) and mode & 0o110 == 0o110
+
+
+def list_complete(folder: Path) -> list[Path]:
+    """Complete spool files in folder, oldest first (then by name, for a stable order)."""
+    found: list[tuple[float, str, Path]] = []
+    try:
+        entries = os.scandir(folder)
+    except FileNotFoundError:
+        return []
+    with entries:
+        for entry in entries:
+            if entry.name.startswith(".") or not _QID.fullmatch(entry.name):
+                continue
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            if is_complete(st.st_mode):
+                found.append((st.st_mtime, entry.name, Path(entry.path)))
+    found.sort()
+    return [path for _, _, path in found]
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename or unlink in folder durable."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Spool:
+    """The spool hierarchy under one root."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def folder(self, name: str) -> Path:
+        return self.root / name
+
+    @property
+    def incoming(self) -> Path:
+        return self.root / "incoming"
+
+    @property
+    def outgoing(self) -> Path:
+        return self.root / "outgoing"
+
+    @property
+    def quarantine(self) -> Path:
+        return self.root / "quarantine"
+
+    @property
+    def failed(self) -> Path:
+        return self.root / "failed"
+
+    @property
+    def tmp(self) -> Path:
+        return self.root / "tmp"
+
+    @property
+    def var(self) -> Path:
+        return self.root / "var"
+
+    def check(self) -> None:
+        """Raise SpoolError unless the message folders exist."""
+        for name in ("incoming", "outgoing", "quarantine", "tmp", "var"):
+            if not self.folder(name).is_dir():
+                raise SpoolError(
+                    f"{self.folder(name)}: spool folder missing (run 'scanmail init')"
+                )
+
+    def new_qid(self) -> str:
+        """A spool name not used in any message folder."""
+        for _ in range(100):
+            qid = PREFIX + secrets.token_hex(6)
+            if not any((self.root / name / qid).exists() for name in (*MESSAGE_FOLDERS, "tmp")):
+                return qid
+        raise SpoolError("cannot find a free spool name")
+
+    def write(
+        self,
+        folder: str,
+        envelope: Envelope,
+        chunks: Iterable[bytes],
+        qid: str | None = None,
+        complete: bool = True,
+    ) -> Path:
+        """Write a spool file atomically: build it in tmp/, fsync, mark complete, rename in."""
+        qid = qid or self.new_qid()
+        tmp_path = self.tmp / qid
+        target = self.folder(folder) / qid
+        try:
+            fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, INCOMPLETE_MODE)
+            try:
+                with os.fdopen(fd, "wb", closefd=False) as out:
+                    out.write(envelope.to_bytes())
+                    for chunk in chunks:
+                        out.write(chunk)
+                    out.flush()
+                    os.fsync(fd)
+                if complete:
+                    os.fchmod(fd, COMPLETE_MODE)
+            finally:
+                os.close(fd)
+            os.replace(tmp_path, target)
+            fsync_dir(target.parent)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                tmp_path.unlink()
+            raise SpoolError(f"{target}: cannot write spool file: {exc.strerror}") from exc
+        return target
+
+    def move(self, path: Path, folder: str) -> Path:
+        """Rename a spool file into another folder of the same spool, durably."""
+        target = self.folder(folder) / path.name
+        try:
+            os.rename(path, target)
+            fsync_dir(target.parent)
+            fsync_dir(path.parent)
+        except OSError as exc:
+            raise SpoolError(f"{path}: cannot move to {folder}: {exc.strerror}") from exc
+        return target
+
+
+def mark_complete(path: Path) -> None:
+    """Set the completion mode on a file already in place, durably."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fchmod(fd, COMPLETE_MODE)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def copy_message(source: SpoolFile, out: BinaryIO) -> None:
+    """Copy a spool file's message bytes to an open file."""
+    with source.open_message() as handle:
+        shutil.copyfileobj(handle, out, 1 << 20)
+
+
+def iter_message(source: SpoolFile, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+    """The message bytes of a spool file, in chunks."""
+    with source.open_message() as handle:
+        while chunk := handle.read(chunk_size):
+            yield chunk
+
+
+@contextlib.contextmanager
+def run_lock(path: Path) -> Iterator[bool]:
+    """Hold an exclusive lock for a run; yields False if another process holds it."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise SpoolError(f"{path}: cannot open lock file: {exc.strerror}") from exc
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                yield False
+                return
+            raise
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield True
+    finally:
+        os.close(fd)
