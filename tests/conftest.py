@@ -1,0 +1,69 @@
+"""Shared fixtures: a real clamd on a private socket, spools under tmp_path, .env files."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from scanmail.install import create_spool
+from scanmail.testing import PrivateClamd
+
+
+@pytest.fixture(scope="session")
+def clamd_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The test signature database: sigtool --md5 of clamav-testfiles, plus EICAR."""
+    from scanmail.testing import build_database
+
+    db = tmp_path_factory.mktemp("clamdb")
+    build_database(db)
+    return db
+
+
+@pytest.fixture(scope="session")
+def clamd_server(tmp_path_factory: pytest.TempPathFactory, clamd_db: Path) -> Iterator[PrivateClamd]:
+    """One real clamd for the whole session, on a Unix socket in a private folder."""
+    server = PrivateClamd(tmp_path_factory.mktemp("clamd"), db_dir=clamd_db)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def private_clamd(tmp_path_factory: pytest.TempPathFactory, clamd_db: Path) -> Iterator[PrivateClamd]:
+    """A clamd of the test's own, free to be stopped and restarted."""
+    server = PrivateClamd(tmp_path_factory.mktemp("clamd-own"), db_dir=clamd_db)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def spool_root(tmp_path: Path) -> Path:
+    """A fresh spool hierarchy with the default etc files."""
+    root = tmp_path / "spool"
+    create_spool(root)
+    return root
+
+
+EnvWriter = Callable[..., Path]
+
+
+@pytest.fixture
+def write_env(spool_root: Path, clamd_server: PrivateClamd) -> EnvWriter:
+    """Write SPOOL/etc/scanmail.env with test settings; keyword arguments add or override."""
+
+    def write(**settings: str) -> Path:
+        values = {
+            "SPOOL_DIR": str(spool_root),
+            "CLAMD_SOCKET": str(clamd_server.socket),
+            "ADMIN_EMAIL": "admin@corp.example",
+            "HOSTNAME": "gw.corp.example",
+        }
+        values.update(settings)
+        path = spool_root / "etc" / "scanmail.env"
+        path.write_text("".join(f"{key}='{value}'\n" for key, value in values.items()))
+        return path
+
+    return write
