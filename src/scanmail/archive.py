@@ -92,7 +92,7 @@ def _tnef(walker: Walker, part: Part) -> None:
         for getter in (attachment.long_filename, lambda a=attachment: a.name):
             try:
                 name = getter()
-            except Exception:  # noqa: BLE001, S112
+            except Exception:  # noqa: BLE001
                 continue
             if isinstance(name, bytes):
                 name = name.decode("latin-1")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -19,7 +20,8 @@ DB_NAME = "events.sqlite"
 # kind: what happened. 'scan' rows are final decisions (one per spool id, replaced when a
 # crashed run decides again); the other kinds accumulate.
 KINDS = (
-    "scan",  # verdict deliver | quarantine; reason clean | banned | infected | unchecked | malformed
+    # scan: verdict deliver or quarantine; reason clean, banned, infected, unchecked, malformed
+    "scan",
     "retry",  # scanner could not answer; message left in incoming
     "outage",  # scanner down (reason: down) or back (reason: up)
     "release",  # admin released a quarantined message
@@ -136,8 +138,11 @@ class EventLog:
 
     def __init__(self, var_dir: Path) -> None:
         self.path = var_dir / DB_NAME
+        self.lock = threading.Lock()  # one connection, shared by a pass's worker threads
         try:
-            self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            self.db = sqlite3.connect(
+                self.path, timeout=30, isolation_level=None, check_same_thread=False
+            )
             # WAL: the receiver, scanner, forwarder and reports use the database at once.
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
@@ -159,9 +164,10 @@ class EventLog:
         verb = "INSERT OR REPLACE" if event.kind == "scan" else "INSERT"
         marks = ",".join("?" * len(COLUMNS))
         try:
-            self.db.execute(
-                f"{verb} INTO events ({','.join(COLUMNS)}) VALUES ({marks})", event.row()
-            )
+            with self.lock:
+                self.db.execute(
+                    f"{verb} INTO events ({','.join(COLUMNS)}) VALUES ({marks})", event.row()
+                )
         except sqlite3.Error as exc:
             raise SpoolError(f"{self.path}: cannot record event: {exc}") from exc
         if not quiet:

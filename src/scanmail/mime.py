@@ -9,6 +9,7 @@ read by scanmail.names; archive members (zip, TNEF) by scanmail.archive.
 from __future__ import annotations
 
 import binascii
+import contextlib
 import os
 import re
 from collections.abc import Callable
@@ -350,10 +351,8 @@ class _UuSink(_Sink):
         except binascii.Error:
             # Some encoders pad short lines wrongly; decode by the length byte alone.
             length = (data[0] - 32) & 63
-            try:
+            with contextlib.suppress(binascii.Error):
                 self._write(binascii.a2b_uu(data[: 1 + (length + 2) // 3 * 4])[:length])
-            except binascii.Error:
-                pass
 
 
 def _boundary(line: bytes, bounds: list[bytes]) -> tuple[int, bool] | None:

@@ -8,6 +8,7 @@ noxxi-mime-is-broken). Matching runs over the union.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import urllib.parse
 from collections.abc import Iterable
@@ -171,10 +172,8 @@ def _variants(name: str) -> Iterable[str]:
         yield raw.decode("utf-8", "replace")
         yield raw.decode("cp1252", "replace")
     elif any(c > "\u00ff" for c in name):  # UTF-16 guessed with the wrong byte order
-        try:
+        with contextlib.suppress(UnicodeError):
             yield name.encode("utf-16-le").decode("utf-16-be")
-        except UnicodeError:
-            pass
 
 
 def _tidy(names: Iterable[str]) -> list[str]:
