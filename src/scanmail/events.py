@@ -150,6 +150,16 @@ class EventLog:
         except sqlite3.Error as exc:
             raise SpoolError(f"{self.path}: cannot open event database: {exc}") from exc
 
+    @classmethod
+    def nowhere(cls) -> EventLog:
+        """An in-memory event log, for decisions that must leave no trace (dry runs)."""
+        log_ = cls.__new__(cls)
+        log_.path = Path(":memory:")
+        log_.lock = threading.Lock()
+        log_.db = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+        log_.db.executescript(SCHEMA)
+        return log_
+
     def close(self) -> None:
         self.db.close()
 

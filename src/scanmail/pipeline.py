@@ -6,6 +6,7 @@ import contextlib
 import logging
 import os
 import shutil
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -24,6 +25,7 @@ from scanmail.rules import Reason, Rules, Verdict, load_rules
 from scanmail.scanner import Scanner, Target, TooLarge, make_scanner
 from scanmail.spool import (
     INCOMPLETE_MODE,
+    Envelope,
     Spool,
     SpoolFile,
     is_complete,
@@ -418,3 +420,51 @@ def _run_all(
                     continue
                 summary.reasons[decision.reason.value] += 1
     summary.left += sum(1 for _ in queue)
+
+
+@dataclass(frozen=True)
+class Inspection:
+    """A decision made without moving anything: for `scanmail check` and dry runs."""
+
+    path: Path
+    decision: Decision
+    names: tuple[str, ...]
+    defects: tuple[str, ...]
+
+
+def _as_spool_file(path: Path) -> SpoolFile:
+    """A spool file, or a plain RFC 5322 message (.eml) read with an empty envelope."""
+    try:
+        return read_spool_file(path)
+    except MalformedSpoolFile:
+        with open(path, "rb") as handle:
+            head = handle.read(5)
+        if head.startswith((b"FROM ", b"RCPT ", b"SENT ")):
+            raise
+        size = path.stat().st_size
+        return SpoolFile(path, Envelope("", ()), 0, size)
+
+
+class Inspector:
+    """Decides files one by one with the pass's rules and scanner, moving nothing."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.rules = load_rules(config.etc_dir)
+        self.scanner = make_scanner(config)
+
+    def inspect(self, path: Path) -> Inspection:
+        try:
+            spool_file = _as_spool_file(path)
+        except MalformedSpoolFile as exc:
+            decision = Decision(Verdict.QUARANTINE, Reason.MALFORMED, detail=str(exc))
+            return Inspection(path, decision, (), ())
+        except OSError as exc:
+            raise SpoolError(f"{path}: cannot read: {exc.strerror}") from exc
+        with tempfile.TemporaryDirectory(prefix="scanmail-check-") as tmp:
+            workdir = Path(tmp) / f"{path.name}_d"
+            workdir.mkdir(mode=0o700)
+            with EventLog.nowhere() as events:
+                gateway = Gateway(self.config, self.rules, self.scanner, events)
+                explosion, decision = gateway.decide(spool_file, workdir)
+        return Inspection(path, decision, tuple(explosion.names), tuple(explosion.defects))

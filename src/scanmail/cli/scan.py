@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from scanmail import pipeline
-from scanmail.cli import config_option, exit_codes, log, start, verbose_option
+from scanmail.cli import admin, config_option, exit_codes, log, start, verbose_option
 from scanmail.config import DEFAULT_SPOOL, Config
 from scanmail.errors import ExitCode
 from scanmail.install import create_spool
@@ -63,10 +63,12 @@ def _one_pass(config: Config, bars: _Bars) -> int:
 @click.option("--watch", is_flag=True, help="Scan again and again, for a systemd service.")
 @click.option("--interval", type=click.FloatRange(0.1, 3600), default=10.0, show_default=True,
               help="Seconds between passes with --watch.")
+@click.option("--dry-run", is_flag=True,
+              help="Decide every message in incoming and print why; move nothing.")
 @click.pass_context
 def main(
     ctx: click.Context, config_path: Path | None, verbose: bool, once: bool, watch: bool,
-    interval: float,
+    interval: float, dry_run: bool,
 ) -> None:
     """Scan the incoming spool for viruses and route every message.
 
@@ -83,12 +85,36 @@ def main(
         return
     if once and watch:
         raise click.UsageError("choose --once or --watch, not both")
+    if dry_run and watch:
+        raise click.UsageError("--dry-run goes with --once")
     with exit_codes():
         config = start("scanmail", config_path, verbose)
+        if dry_run:
+            sys.exit(_dry_run(config))
         bars = _Bars()
         if not watch:
             sys.exit(_one_pass(config, bars))
         _watch(config, bars, interval)
+
+
+def describe(inspection: pipeline.Inspection) -> str:
+    """One line: file, verdict, reason and why (virus, pattern or limit)."""
+    decision = inspection.decision
+    why = ", ".join(decision.viruses) or decision.detail
+    line = f"{inspection.path.name}: {decision.verdict.value} {decision.reason.value}"
+    return f"{line} ({why})" if why else line
+
+
+def _dry_run(config: Config) -> int:
+    from scanmail.spool import Spool, list_complete
+
+    inspector = pipeline.Inspector(config)
+    for path in list_complete(Spool(config.spool_dir).incoming):
+        try:
+            click.echo(describe(inspector.inspect(path)))
+        except FileNotFoundError:
+            continue  # moved by a real pass meanwhile
+    return ExitCode.OK
 
 
 def _watch(config: Config, bars: _Bars, interval: float) -> None:
@@ -117,3 +143,6 @@ def init(ctx: click.Context, spool_dir: Path | None, user: str | None) -> None:
         for path in create_spool(spool_dir, user):
             click.echo(f"installed {path}")
         click.echo(f"spool ready: {spool_dir}")
+
+
+admin.register(main)
