@@ -22,7 +22,9 @@ def clamd_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def clamd_server(tmp_path_factory: pytest.TempPathFactory, clamd_db: Path) -> Iterator[PrivateClamd]:
+def clamd_server(
+    tmp_path_factory: pytest.TempPathFactory, clamd_db: Path
+) -> Iterator[PrivateClamd]:
     """One real clamd for the whole session, on a Unix socket in a private folder."""
     server = PrivateClamd(tmp_path_factory.mktemp("clamd"), db_dir=clamd_db)
     server.start()
@@ -31,7 +33,9 @@ def clamd_server(tmp_path_factory: pytest.TempPathFactory, clamd_db: Path) -> It
 
 
 @pytest.fixture
-def private_clamd(tmp_path_factory: pytest.TempPathFactory, clamd_db: Path) -> Iterator[PrivateClamd]:
+def private_clamd(
+    tmp_path_factory: pytest.TempPathFactory, clamd_db: Path
+) -> Iterator[PrivateClamd]:
     """A clamd of the test's own, free to be stopped and restarted."""
     server = PrivateClamd(tmp_path_factory.mktemp("clamd-own"), db_dir=clamd_db)
     server.start()

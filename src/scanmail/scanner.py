@@ -66,6 +66,19 @@ def _clamd_connection(address: str, timeout: float) -> Any:
     return clamd.ClamdUnixSocket(address, timeout=timeout)
 
 
+@contextlib.contextmanager
+def _connected(address: str, timeout: float) -> Iterator[Any]:
+    """A clamd connection, closed afterwards even when connect() fails (the package leaks it)."""
+    conn = _clamd_connection(address, timeout)
+    try:
+        conn._init_socket()
+        yield conn
+    finally:
+        sock = getattr(conn, "clamd_socket", None)
+        if sock is not None:
+            sock.close()
+
+
 class ClamdScanner:
     """ClamAV's daemon over its socket, streaming bytes with INSTREAM.
 
@@ -81,7 +94,9 @@ class ClamdScanner:
 
     def version(self) -> str:
         try:
-            return str(_clamd_connection(self.address, self.timeout).version())
+            with _connected(self.address, self.timeout) as conn:
+                conn._send_command("VERSION")
+                return str(conn._recv_response())
         except (clamd.ClamdError, OSError) as exc:
             raise ScannerUnavailable(f"clamd at {self.address}: {exc}") from exc
 
@@ -97,17 +112,13 @@ class ClamdScanner:
 
     def scan_target(self, target: Target) -> str | None:
         """The virus name in one target, or None if clean."""
-        conn = _clamd_connection(self.address, self.timeout)
         try:
-            conn._init_socket()
-            try:
+            with _connected(self.address, self.timeout) as conn:
                 conn._send_command("INSTREAM")
                 with open(target.path, "rb") as handle:
                     handle.seek(target.offset)
                     _stream(conn.clamd_socket, handle)
                 reply = conn._recv_response()
-            finally:
-                conn._close_socket()
         except (clamd.ClamdError, OSError) as exc:
             raise ScannerUnavailable(f"clamd at {self.address}: {exc}") from exc
         if reply.startswith("INSTREAM size limit exceeded"):
