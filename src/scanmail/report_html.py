@@ -1,0 +1,414 @@
+"""The daysumm report as HTML: the statistics page (inline CSS and SVG charts) and the mail part.
+
+The page is one self-contained file: no scripts, no external requests (a CSP meta tag
+forbids them), so it can sit in any web server's folder. Every value that came from a
+message is escaped here, at the one place it becomes HTML.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from scanmail.report_text import FIGURES, duration, moment, number, plural, size
+
+if TYPE_CHECKING:
+    from scanmail.report import Blocked, Folder, Report, Tally
+
+_Scale = Callable[[float], float]
+
+CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
+
+# Okabe-Ito: colours told apart with any colour vision.
+BLUE, ORANGE, VERMILLION, SKY, GREY, GREEN, PURPLE, YELLOW = (
+    "#0072b2", "#e69f00", "#d55e00", "#56b4e9", "#8c8c8c", "#009e73", "#cc79a7", "#c8b100",
+)
+REASON_COLOURS = (("banned", ORANGE), ("infected", VERMILLION), ("unchecked", SKY),
+                  ("malformed", GREY))
+VIRUS_COLOURS = (VERMILLION, BLUE, GREEN, PURPLE, YELLOW)
+CARDS = ("received", "delivered", "quarantined", "infected", "banned", "retried")
+
+STYLE = """
+* { box-sizing: border-box; }
+body { margin: 0; background: #f4f5f7; color: #1d2330;
+  font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif; }
+main { max-width: 1140px; margin: 0 auto; padding: 24px 20px 40px; }
+header h1 { margin: 0; font-size: 26px; font-weight: 650; }
+header p { margin: 4px 0 0; color: #5a6272; }
+.partial { color: #8a5a00; font-weight: 600; }
+h2 { font-size: 17px; margin: 0 0 10px; font-weight: 650; }
+section { margin-top: 22px; }
+.panel { background: #fff; border: 1px solid #dfe2e8; border-radius: 8px; padding: 16px 18px; }
+.cards { display: grid; grid-template-columns: repeat(6, 1fr); gap: 12px; }
+.card { background: #fff; border: 1px solid #dfe2e8; border-radius: 8px; padding: 12px 14px; }
+.card .label { color: #5a6272; font-size: 13px; }
+.card .value { font-size: 28px; font-weight: 650; font-variant-numeric: tabular-nums; }
+.card .avg { font-size: 12px; color: #5a6272; }
+.card.jump { border-color: #d55e00; box-shadow: inset 0 3px 0 #d55e00; }
+.card.jump .avg b { color: #b34700; }
+.grid2 { display: grid; grid-template-columns: 1fr 1fr; gap: 16px; }
+.stack { display: flex; flex-direction: column; gap: 16px; }
+.grid3 { display: grid; grid-template-columns: repeat(3, 1fr); gap: 16px; }
+svg { display: block; width: 100%; height: auto; }
+svg text { font: 11px system-ui, "DejaVu Sans", sans-serif; fill: #5a6272; }
+.legend { list-style: none; margin: 6px 0 0; padding: 0; font-size: 13px; }
+.legend li { display: inline-block; margin-right: 14px; }
+.swatch { display: inline-block; width: 11px; height: 11px; border-radius: 2px;
+  margin-right: 5px; vertical-align: -1px; }
+table { border-collapse: collapse; width: 100%; font-size: 14px; }
+th, td { text-align: left; padding: 5px 8px; border-bottom: 1px solid #eceef2;
+  vertical-align: top; }
+th { color: #5a6272; font-weight: 600; font-size: 13px; }
+td.n, th.n { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+tr.jump td { background: #fff3ea; }
+tr.sub td:first-child { padding-left: 24px; color: #3a4150; }
+tr.sub2 td:first-child { padding-left: 42px; color: #3a4150; }
+td.what, td.addr, td.subject { overflow-wrap: anywhere; }
+.muted { color: #8a909c; }
+.status-released { color: #007a5a; font-weight: 600; }
+.status-deleted { color: #8a909c; }
+.mark { color: #b34700; font-weight: 700; }
+.bar { display: inline-block; height: 10px; background: #0072b2; border-radius: 2px; }
+footer { margin-top: 28px; color: #8a909c; font-size: 12.5px; }
+@media (max-width: 820px) { .cards { grid-template-columns: repeat(2, 1fr); }
+  .grid2, .grid3 { grid-template-columns: 1fr; } }
+"""
+
+
+def esc(text: object) -> str:
+    """Text as HTML: the only way a value reaches the page."""
+    return html.escape(str(text), quote=True)
+
+
+def render_page(report: Report) -> str:
+    """The statistics page: the day's figures and the last 30 days as charts."""
+    return _document(report, [*_cards(report), *_charts(report), *_details(report, svg=True)])
+
+
+def render_mail(report: Report) -> str:
+    """The HTML part of the report mail: the page without the 30-day charts."""
+    return _document(report, [*_cards(report), *_details(report, svg=False)])
+
+
+def _document(report: Report, body: Sequence[str]) -> str:
+    title = f"scanmail report {report.day.isoformat()}, {report.host}"
+    return "\n".join(
+        [
+            "<!DOCTYPE html>",
+            '<html lang="en"><head><meta charset="utf-8">',
+            f'<meta http-equiv="Content-Security-Policy" content="{esc(CSP)}">',
+            '<meta name="referrer" content="no-referrer">',
+            '<meta name="viewport" content="width=device-width, initial-scale=1">',
+            f"<title>{esc(title)}</title>",
+            f"<style>{STYLE}</style>",
+            "</head><body><main>",
+            *_header(report),
+            *body,
+            f"<footer>Made by daysumm from the event database at {esc(moment(report.generated))}."
+            " Counts are messages; a day runs from local midnight to midnight.</footer>",
+            "</main></body></html>",
+            "",
+        ]
+    )
+
+
+def _header(report: Report) -> Iterator[str]:
+    yield "<header>"
+    yield f"<h1>Mail gateway report: {esc(f'{report.day:%A %d %B %Y}')}</h1>"
+    partial = ""
+    if report.partial:
+        partial = f' · <span class="partial">so far, at {esc(moment(report.generated))}</span>'
+    yield f"<p>{esc(report.host)}{partial}</p>"
+    yield "</header>"
+
+
+def _cards(report: Report) -> Iterator[str]:
+    labels = {name: label for name, label, _ in FIGURES}
+    labels.update(received="Received", delivered="Delivered clean", quarantined="Quarantined",
+                  infected="Infected", banned="Banned", retried="Left for retry")
+    yield '<section class="cards">'
+    for name in CARDS:
+        change = report.compare(name)
+        jump = " jump" if change.is_jump else ""
+        percent = f" · <b>{esc(change.percent)}</b>" if change.percent else ""
+        yield (
+            f'<div class="card{jump}"><div class="label">{esc(labels[name])}</div>'
+            f'<div class="value">{esc(number(change.value))}</div>'
+            f'<div class="avg">7-day avg {esc(number(change.average))}{percent}</div></div>'
+        )
+    yield "</section>"
+
+
+@dataclass(frozen=True)
+class Series:
+    """One coloured series of a chart."""
+
+    name: str
+    colour: str
+    values: Sequence[float]
+    line: bool = False
+    dashed: bool = False
+
+
+def _charts(report: Report) -> Iterator[str]:
+    days = report.charted
+    labels = [f"{day.day:%m-%d}" for day in days]
+    yield '<section class="grid2" id="charts">'
+    yield _panel("Daily volume (30 days)", labels, [
+        Series("delivered clean", BLUE, [d.delivered for d in days]),
+        Series("quarantined", VERMILLION, [d.quarantined for d in days]),
+        Series("undecided", GREY, [d.received - d.delivered - d.quarantined for d in days]),
+    ])
+    yield _panel("Blocked mail by reason", labels, [
+        Series(reason, colour, [getattr(d, reason) for d in days])
+        for reason, colour in REASON_COLOURS
+    ])
+    yield _panel("Viruses over time (infected messages)", labels, _virus_series(report))
+    average = report.rolling_average()
+    mean = sum(d.received for d in days) / len(days)
+    yield _panel(f"Average daily volume: {number(round(mean))} messages a day", labels, [
+        Series("received per day", SKY, [d.received for d in days]),
+        Series("7-day average", BLUE, average, line=True),
+        Series("30-day average", GREY, [mean] * len(days), line=True, dashed=True),
+    ])
+    yield "</section>"
+
+
+def _virus_series(report: Report) -> list[Series]:
+    named = report.virus_history[: len(VIRUS_COLOURS)]
+    series = [
+        Series(name, colour, counts)
+        for (name, counts), colour in zip(named, VIRUS_COLOURS, strict=False)
+    ]
+    rest = report.virus_history[len(VIRUS_COLOURS):]
+    if rest:
+        totals = [sum(counts) for counts in zip(*(r[1] for r in rest), strict=True)]
+        series.append(Series("others", GREY, totals))
+    return series
+
+
+def _panel(title: str, labels: Sequence[str], series: Sequence[Series]) -> str:
+    legend = "".join(
+        f'<li><span class="swatch" style="background:{s.colour}"></span>{esc(s.name)}</li>'
+        for s in series
+        if any(s.values) or not s.line
+    )
+    return (
+        f'<div class="panel"><h2>{esc(title)}</h2>{chart(title, labels, series)}'
+        f'<ul class="legend">{legend}</ul></div>'
+    )
+
+
+def nice_ceiling(value: float) -> tuple[float, float]:
+    """A round top for an axis at or above value, and the step between its grid lines."""
+    if value <= 0:
+        return 4.0, 1.0
+    magnitude = 10 ** (len(str(int(value / 4))) - 1) if value >= 4 else 1
+    for step in (1, 2, 2.5, 5, 10, 20, 25, 50):
+        if step * magnitude * 4 >= value:
+            return step * magnitude * 4, step * magnitude
+    raise AssertionError("unreachable")
+
+
+def chart(
+    title: str, labels: Sequence[str], series: Sequence[Series], width: int = 540,
+    height: int = 210, label_every: int = 5,
+) -> str:
+    """An SVG chart: bars stacked from the bar series, lines over them."""
+    left, right, top, bottom = 44, 8, 10, 24
+    plot_w, plot_h = width - left - right, height - top - bottom
+    bars = [s for s in series if not s.line]
+    stacked = [sum(s.values[i] for s in bars) for i in range(len(labels))]
+    peak = max([*stacked, *(v for s in series if s.line for v in s.values), 0])
+    ceiling, step = nice_ceiling(peak)
+    slot = plot_w / max(1, len(labels))
+
+    def y(value: float) -> float:
+        return top + plot_h - plot_h * value / ceiling
+
+    out = [
+        f'<svg viewBox="0 0 {width} {height}" role="img" aria-label="{esc(title)}" '
+        'xmlns="http://www.w3.org/2000/svg">'
+    ]
+    out += _grid(left, width - right, ceiling, step, y)
+    for i, label in enumerate(labels):
+        out += _stack(i, label, bars, left + i * slot + slot * 0.15, slot * 0.7, y)
+        if i % label_every == 0 or i == len(labels) - 1:
+            x = left + i * slot + slot / 2
+            weight = ' font-weight="700"' if i == len(labels) - 1 else ""
+            out.append(
+                f'<text x="{x:.1f}" y="{height - 6}" text-anchor="middle"{weight}>'
+                f"{esc(label)}</text>"
+            )
+    out += [_line(s, labels, left, slot, y) for s in series if s.line and any(s.values)]
+    out.append("</svg>")
+    return "".join(out)
+
+
+def _grid(x0: float, x1: float, ceiling: float, step: float, y: _Scale) -> Iterator[str]:
+    value = 0.0
+    while value <= ceiling + step / 2:
+        yy = y(value)
+        colour = "#b9bec8" if value == 0 else "#e6e8ee"
+        yield f'<line x1="{x0}" y1="{yy:.1f}" x2="{x1}" y2="{yy:.1f}" stroke="{colour}"/>'
+        yield f'<text x="{x0 - 6}" y="{yy + 4:.1f}" text-anchor="end">{esc(number(value))}</text>'
+        value += step
+
+
+def _stack(
+    i: int, label: str, bars: Sequence[Series], x: float, width: float, y: _Scale
+) -> Iterator[str]:
+    base = 0.0
+    for s in bars:
+        value = s.values[i]
+        if value <= 0:
+            continue
+        top = y(base + value)
+        yield (
+            f'<rect x="{x:.1f}" y="{top:.1f}" width="{width:.1f}" '
+            f'height="{y(base) - top:.1f}" fill="{s.colour}">'
+            f"<title>{esc(label)} {esc(s.name)}: {esc(number(value))}</title></rect>"
+        )
+        base += value
+
+
+def _line(s: Series, labels: Sequence[str], left: float, slot: float, y: _Scale) -> str:
+    points = " ".join(
+        f"{left + i * slot + slot / 2:.1f},{y(value):.1f}" for i, value in enumerate(s.values)
+    )
+    dash = ' stroke-dasharray="5 4"' if s.dashed else ""
+    return (
+        f'<polyline points="{points}" fill="none" stroke="{s.colour}" stroke-width="2"{dash}>'
+        f"<title>{esc(s.name)}</title></polyline>"
+    )
+
+
+def _details(report: Report, svg: bool) -> Iterator[str]:
+    yield '<section class="grid2" id="day">'
+    yield f'<div class="panel"><h2>The day against the previous 7 days</h2>{_figures(report)}</div>'
+    yield '<div class="stack">'
+    yield f'<div class="panel"><h2>Messages received by hour</h2>{_hours(report, svg)}</div>'
+    yield f'<div class="panel"><h2>Scanner and spool</h2>{_scanner(report)}</div>'
+    yield "</div></section>"
+    yield '<section class="grid3" id="tallies">'
+    yield _tally_panel("Viruses found", report.viruses, "virus")
+    yield _tally_panel("Top senders of blocked mail", report.senders, "sender")
+    yield _tally_panel("Top recipients of blocked mail", report.recipients, "recipient")
+    yield _tally_panel("Attachment names in blocked mail", report.attachments, "file name")
+    yield _tally_panel("Delivery failures", report.failures, "reason")
+    yield "</section>"
+    yield from _blocked(report)
+
+
+def _figures(report: Report) -> str:
+    rows = ['<table><tr><th></th><th class="n">day</th><th class="n">7-day avg</th>'
+            '<th class="n">change</th></tr>']
+    for name, label, indent in FIGURES:
+        change = report.compare(name)
+        classes = " ".join(c for c in ("jump" if change.is_jump else "",
+                                       {2: "sub", 4: "sub2"}.get(indent, "")) if c)
+        rows.append(
+            f'<tr class="{classes}"><td>{esc(label)}</td><td class="n">{esc(number(change.value))}'
+            f'</td><td class="n">{esc(number(change.average))}</td>'
+            f'<td class="n">{esc(change.percent)}</td></tr>'
+        )
+    volume = report.compare("size")
+    rows.append(
+        f'<tr><td>Volume</td><td class="n">{esc(size(volume.value))}</td>'
+        f'<td class="n">{esc(size(volume.average))}</td>'
+        f'<td class="n">{esc(volume.percent)}</td></tr>'
+    )
+    rows.append(f'<tr><td>Average scan time</td><td class="n">{report.scan_ms} ms</td>'
+                "<td></td><td></td></tr></table>")
+    return "".join(rows)
+
+
+def _hours(report: Report, svg: bool) -> str:
+    labels = [f"{hour:02d}" for hour in range(24)]
+    if svg:
+        return chart("Messages received by hour", labels,
+                     [Series("messages", BLUE, report.hours)], height=240, label_every=3)
+    top = max(report.hours) or 1
+    rows = [
+        f'<tr><td class="n">{label}:00</td><td><span class="bar" '
+        f'style="width:{240 * count // top}px"></span></td><td class="n">{count:,}</td></tr>'
+        for label, count in zip(labels, report.hours, strict=True)
+    ]
+    return "<table>" + "".join(rows) + "</table>"
+
+
+def _tally_panel(title: str, tallies: Sequence[Tally], what: str) -> str:
+    if not tallies:
+        return f'<div class="panel"><h2>{esc(title)}</h2><p class="muted">None.</p></div>'
+    rows = "".join(
+        f'<tr><td class="what">{esc(t.name)}</td><td class="n">{t.count:,}</td></tr>'
+        for t in tallies
+    )
+    return (
+        f'<div class="panel"><h2>{esc(title)}</h2><table><tr><th>{esc(what)}</th>'
+        f'<th class="n">messages</th></tr>{rows}</table></div>'
+    )
+
+
+def _scanner(report: Report) -> str:
+    rows: list[tuple[str, str]] = []
+    outages = report.outages
+    if outages.count or outages.downtime:
+        text = f"{outages.count}, down {duration(outages.downtime)} in all"
+        rows.append(("Outages", text + (" (still down)" if outages.down_at_end else "")))
+    else:
+        rows.append(("Outages", "none"))
+    sig = report.signatures
+    if sig is None:
+        rows.append(("Signatures", "no update recorded yet"))
+    else:
+        rows.append(("Signatures", f"{sig.verdict} at {moment(sig.time)}"))
+        if sig.detail:
+            rows.append(("", sig.detail))
+        rows.append(("Updates", f"{sig.runs} during the day, {sig.failures} failed"))
+    rows += [(folder.name.capitalize(), _folder(folder)) for folder in report.backlog]
+    body = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in rows)
+    now = esc(moment(report.generated))
+    return f'<table>{body}</table><p class="muted">Spool as of {now}.</p>'
+
+
+def _folder(folder: Folder) -> str:
+    word = "message" if folder.name == "quarantine" else "file"
+    text = f"{plural(folder.files, word)}, {size(folder.size)}"
+    if folder.oldest_age is not None:
+        text += f", oldest {duration(folder.oldest_age)}"
+    return text
+
+
+def _blocked(report: Report) -> Iterator[str]:
+    if not report.blocked:
+        return
+    total = report.counts.quarantined
+    shown = len(report.blocked)
+    count = f"{shown} newest of {total:,}" if shown < total else f"{total:,}"
+    yield f'<section class="panel" id="blocked"><h2>Quarantined during the day ({esc(count)})</h2>'
+    yield "<table>"
+    yield ("<tr><th>time</th><th>reason</th><th>virus or attachment</th><th>from</th>"
+           "<th>to</th><th>subject</th><th>status</th></tr>")
+    for item in report.blocked:
+        yield _blocked_row(item)
+    yield "</table></section>"
+
+
+def _blocked_row(item: Blocked) -> str:
+    what = "<br>".join(esc(v) for v in item.viruses)
+    names = "<br>".join(esc(a) for a in item.attachments)
+    if what and names:
+        what += f'<br><span class="muted">{names}</span>'
+    subject = (esc(item.subject) if item.subject is not None
+               else '<span class="muted">(no longer in quarantine)</span>')
+    rcpts = "<br>".join(esc(r) for r in item.recipients)
+    return (
+        f'<tr><td class="n">{esc(moment(item.time, with_date=False))}</td>'
+        f"<td>{esc(item.reason)}</td><td class=\"what\">{what or names}</td>"
+        f'<td class="addr">{esc(item.sender or "<>")}</td><td class="addr">{rcpts}</td>'
+        f'<td class="subject">{subject}</td>'
+        f'<td class="status-{esc(item.status)}">{esc(item.status)}</td></tr>'
+    )
