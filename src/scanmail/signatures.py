@@ -24,7 +24,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -121,10 +121,6 @@ class Problem:
     text: str
     detail: str = ""
 
-    @classmethod
-    def from_error(cls, key: str, exc: GatewayError) -> Problem:
-        return cls(key, exc.exit_code, str(exc), getattr(exc, "detail", ""))
-
 
 @dataclass(frozen=True)
 class Report:
@@ -164,9 +160,9 @@ def freshclam_meaning(returncode: int) -> tuple[str, ExitCode]:
 def first_error(output: str) -> str:
     """The first ERROR line of ClamAV tool output (the cause; later ones repeat it)."""
     for line in output.splitlines():
-        if "ERROR" in line:
-            text = re.sub(r"^.*?ERROR:\s*", "", line, count=1)
-            return re.sub(r"\s+", " ", text).strip()
+        found = re.search(r"(?:ERROR|LibClamAV Error):\s*(.+)", line)
+        if found:
+            return re.sub(r"\s+", " ", found.group(1)).strip()
     return ""
 
 
@@ -174,14 +170,14 @@ def run_freshclam(argv: tuple[str, ...], timeout: float) -> str:
     """Run freshclam once (bounded); return its outcome line or raise StepError."""
     try:
         done = subprocess.run(
-            argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-            errors="replace", timeout=timeout, check=False,
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True, errors="replace", timeout=timeout, check=False,
         )
     except OSError as exc:
         raise StepError(f"FRESHCLAM_COMMAND: cannot run {argv[0]}: {exc.strerror}", CONF) from exc
     except subprocess.TimeoutExpired as exc:
         raise StepError(f"freshclam did not finish within {timeout:g} s", TEMP) from exc
-    return judge_freshclam(done.returncode, done.stdout + done.stderr)
+    return judge_freshclam(done.returncode, done.stdout)
 
 
 def judge_freshclam(returncode: int, output: str) -> str:
@@ -358,9 +354,9 @@ def target_name(url: str) -> str:
     name = urllib.parse.unquote(PurePosixPath(urllib.parse.urlsplit(url).path).name)
     if not _SOURCE_NAME.fullmatch(name) or extension(name) not in SOURCE_EXTENSIONS:
         kinds = " .".join(sorted(SOURCE_EXTENSIONS))
-        raise ConfigError(f"SIG_SOURCES: {url}: not a signature file name (one of .{kinds})")
+        raise ConfigError(f"SIG_SOURCES: not a signature file name (one of .{kinds})")
     if name.split(".")[0].lower() in FRESHCLAM_STEMS or name == CANARY_FILE:
-        raise ConfigError(f"SIG_SOURCES: {url}: {name} is maintained by freshclam or sigupdate")
+        raise ConfigError(f"SIG_SOURCES: {name} is maintained by freshclam or sigupdate")
     return name
 
 
@@ -594,15 +590,13 @@ class _Steps:
         self.lines: list[str] = []
         self.problems: list[Problem] = []
 
-    def attempt(self, key: str, step: Callable[[], str], prefix: str = "") -> bool:
+    def attempt(self, key: str, step: Callable[[], str], prefix: str = "") -> None:
         try:
             self.lines.append(prefix + step())
         except GatewayError as exc:
-            problem = Problem.from_error(key, exc)
+            problem = Problem(key, exc.exit_code, prefix + str(exc), getattr(exc, "detail", ""))
             self.problems.append(problem)
-            self.lines.append(prefix + problem.text)
-            return False
-        return True
+            self.lines.append(problem.text)
 
 
 def _sources(config: Config, steps: _Steps) -> None:
@@ -611,7 +605,7 @@ def _sources(config: Config, steps: _Steps) -> None:
         def step(url: str = url) -> str:
             name = target_name(url)
             if name in seen:
-                raise ConfigError(f"SIG_SOURCES: {url}: a second source named {name}")
+                raise ConfigError(f"SIG_SOURCES: a second source named {name}")
             seen.add(name)
             return update_source(config.sig_db_dir, url, name).line()
 
@@ -659,14 +653,27 @@ def _previous_problems(events: EventLog) -> frozenset[str]:
     return frozenset(last.reason.split())
 
 
+def _subject(problems: Iterable[Problem]) -> str:
+    """Problem keys for a subject line, the sources counted rather than listed."""
+    keys = [problem.key for problem in problems]
+    sources = sum(key.startswith("source:") for key in keys)
+    named = [key for key in keys if not key.startswith("source:")]
+    if sources:
+        named.insert(1 if "freshclam" in named else 0, f"{sources} source(s)")
+    return ", ".join(named)
+
+
 def _alert_text(report: Report) -> str:
-    parts = [f"- {problem.text}" for problem in report.problems]
-    parts += ["", "This run:", *(f"  {line}" for line in report.lines)]
+    texts = [problem.text for problem in report.problems]
+    parts = [f"- {text}" for text in texts]
+    others = [line for line in report.lines if line not in texts]
+    if others:
+        parts += ["", "The rest of this run:", *(f"  {line}" for line in others)]
     for problem in report.problems:
         if problem.detail:
             parts += ["", f"Output ({problem.key}):", problem.detail]
-    parts += ["", "You get this once per failing streak; the event log has every run",
-              "(scanmail events, kind sigupdate). `sigupdate --check` shows the ages."]
+    parts += ["", "This alert is sent once per failing streak, and a notice when it ends;",
+              "every run is an event (kind sigupdate). `sigupdate --check` shows the ages."]
     return "\n".join(parts) + "\n"
 
 
@@ -675,10 +682,10 @@ def _alert(config: Config, report: Report, previous: frozenset[str]) -> None:
     spool = Spool(config.spool_dir)
     new = [problem for problem in report.problems if problem.key not in previous]
     for problem in new:
-        log.warning("sigupdate problem %s: %s", problem.key, problem.text)
+        log.warning("%s", problem.text)
     if new:
-        keys = ", ".join(problem.key for problem in report.problems)
-        alert_admin(config, spool, f"signature update failing: {keys}", _alert_text(report))
+        subject = f"signature update failing: {_subject(report.problems)}"
+        alert_admin(config, spool, subject, _alert_text(report))
     elif previous and not report.problems:
         log.warning("sigupdate: all clear again (%s)", ", ".join(sorted(previous)))
         text = "All clear: " + report.summary() + "\n"
