@@ -284,6 +284,26 @@ def test_reload_is_not_confirmed_when_clamd_reads_another_folder(
     assert "is SIG_DB_DIR clamd's DatabaseDirectory?" in event.detail
 
 
+def test_reload_over_tcp(
+    env: EnvWriter, tmp_path: Path, clamd_db: Path, server: SignatureServer
+) -> None:
+    db = tmp_path / "tcpdb"
+    db.mkdir()
+    shutil.copy(clamd_db / "test.hdb", db / "test.hdb")
+    clamd = PrivateClamd(tmp_path / "tcpclamd", db_dir=db)
+    clamd.configure()
+    port = closed_port()
+    with clamd.conf.open("a") as conf:
+        conf.write(f"TCPSocket {port}\nTCPAddr 127.0.0.1\n")
+    url = server.publish("extra.hdb", hash_line(SAMPLE, "Scanmail.Test.Sample").encode())
+    with clamd:
+        config = env(SCANNER="clamd", CLAMD_SOCKET=f"tcp://127.0.0.1:{port}",
+                     SIG_DB_DIR=str(db), SIG_SOURCES=url)
+        result = sigupdate(config)
+        assert result.exit_code == 0, result.output
+        assert scan_bytes(clamd, SAMPLE).startswith("stream: Scanmail.Test.Sample")
+
+
 # freshclam for real, against a loopback mirror that cannot serve
 
 
@@ -378,11 +398,18 @@ def test_official_database_age_is_its_build_time(
     assert "daily.cvd: version 27000, build time" in check.output
 
 
-def test_empty_database_directory_is_stale(env: EnvWriter, tmp_path: Path) -> None:
-    (tmp_path / "empty").mkdir()
-    check = sigupdate(env(SIG_DB_DIR=str(tmp_path / "empty")), "--check")
+@pytest.mark.parametrize("content", [None, b"not a cvd at all"])
+def test_no_dated_database_is_stale(env: EnvWriter, tmp_path: Path, content: bytes | None) -> None:
+    db = tmp_path / "db"
+    db.mkdir()
+    if content is not None:
+        (db / "daily.cvd").write_bytes(content)
+        (db / "local.hdb").write_text(hash_line(b"x", "X"))  # fresh, but a .cvd decides
+
+    check = sigupdate(env(SIG_DB_DIR=str(db)), "--check")
+
     assert check.exit_code == 1
-    assert "no signature database found" in check.output
+    assert "no dated signature database in" in check.output
 
 
 def test_check_reports_what_clamd_runs(

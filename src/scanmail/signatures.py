@@ -303,8 +303,8 @@ def reload_clamd(address: str, canary: Canary, timeout: float) -> float:
     if reply != "RELOADING":
         raise StepError(f"clamd answered RELOAD with {reply!r}")
     delay = 0.01
-    while time.monotonic() - start < timeout:
-        if has_loaded(address, canary, timeout):
+    while (left := timeout - (time.monotonic() - start)) > 0:
+        if has_loaded(address, canary, max(left, 1.0)):
             return time.monotonic() - start
         time.sleep(delay)
         delay = min(delay * 2, 1.0)
@@ -551,6 +551,7 @@ def file_ages(db_dir: Path) -> list[FileAge]:
 class Freshness:
     """The age of the newest signatures against SIG_MAX_AGE_DAYS."""
 
+    directory: Path
     files: tuple[FileAge, ...]
     limit_days: float
     now: float = field(default_factory=time.time)
@@ -567,7 +568,7 @@ class Freshness:
     def summary(self) -> str:
         newest = self.newest
         if newest is None:
-            return "no signature database found"
+            return f"no dated signature database in {self.directory}"
         state = "stale" if self.is_stale else "fresh"
         return (
             f"signatures {state}: newest {days(self.now - newest.made)} old"
@@ -577,7 +578,8 @@ class Freshness:
 
 def freshness(config: Config) -> Freshness:
     """How old the signatures in SIG_DB_DIR are."""
-    return Freshness(tuple(file_ages(config.sig_db_dir)), config.sig_max_age_days)
+    db_dir = config.sig_db_dir
+    return Freshness(db_dir, tuple(file_ages(db_dir)), config.sig_max_age_days)
 
 
 # runs
