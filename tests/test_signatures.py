@@ -197,7 +197,7 @@ def test_published_signature_is_detected_after_reload_without_restart(
     assert oct((own_clamd.db_dir / "extra.hdb").stat().st_mode & 0o777) == "0o644"
     [event] = events(spool_root)
     assert event.verdict == "updated"
-    assert "extra.hdb: installed (1 signatures)" in event.detail
+    assert "extra.hdb: installed (signatures: 1)" in event.detail
     assert "clamd: reloaded, confirmed after" in event.detail
     assert alerts(spool_root) == []
 

@@ -342,7 +342,7 @@ class Installed:
 
     def line(self) -> str:
         state = "installed" if self.changed else "unchanged"
-        return f"{self.name}: {state} ({self.signatures} signatures)"
+        return f"{self.name}: {state} (signatures: {self.signatures})"
 
 
 def extension(name: str) -> str:
@@ -614,6 +614,10 @@ def _sources(config: Config, steps: _Steps) -> None:
         steps.attempt(f"source:{url}", step, prefix=f"{url}: ")
 
 
+def _missing(db_dir: Path) -> str:
+    raise StepError(f"SIG_DB_DIR {db_dir} is not a directory", CONF)
+
+
 def _update(config: Config, freshclam_timeout: float) -> Report:
     steps = _Steps()
     db_dir = config.sig_db_dir
@@ -622,12 +626,12 @@ def _update(config: Config, freshclam_timeout: float) -> Report:
         argv = config.freshclam_command
         steps.attempt("freshclam", lambda: run_freshclam(argv, freshclam_timeout))
     if not db_dir.is_dir():
-        steps.attempt("database", _missing(db_dir))
+        steps.attempt("database", lambda: _missing(db_dir))
     else:
         _sources(config, steps)
-        if config.scanner == "clamd":
-            changed = snapshot(db_dir) != before
-            steps.attempt("reload", lambda: sync_clamd(config, changed))
+        if config.scanner == "clamd":  # the command scanner reads the files at each scan
+            new = snapshot(db_dir) != before
+            steps.attempt("reload", lambda: sync_clamd(config, new))
     fresh = freshness(config)
     if fresh.is_stale:
         steps.problems.append(Problem("stale", FAIL, fresh.summary()))
@@ -635,13 +639,6 @@ def _update(config: Config, freshclam_timeout: float) -> Report:
     changed = snapshot(db_dir) != before
     verdict = "failed" if steps.problems else ("updated" if changed else "current")
     return Report(verdict, tuple(steps.lines), tuple(steps.problems))
-
-
-def _missing(db_dir: Path) -> Callable[[], str]:
-    def step() -> str:
-        raise StepError(f"SIG_DB_DIR {db_dir} is not a directory", CONF)
-
-    return step
 
 
 def _previous_problems(events: EventLog) -> frozenset[str]:
@@ -689,7 +686,7 @@ def _alert(config: Config, report: Report, previous: frozenset[str]) -> None:
         subject = f"signature update failing: {_subject(report.problems)}"
         alert_admin(config, spool, subject, _alert_text(report))
     elif previous and not report.problems:
-        log.warning("sigupdate: all clear again (%s)", ", ".join(sorted(previous)))
+        log.info("all clear again after: %s", ", ".join(sorted(previous)))
         text = "All clear: " + report.summary() + "\n"
         alert_admin(config, spool, "signature updates working again", text)
 
