@@ -1,0 +1,38 @@
+"""scanmail-smtpd: the SMTP receiver that fills SPOOL/incoming."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from scanmail import receive
+from scanmail.cli import config_option, exit_codes, start, verbose_option
+from scanmail.config import SETTINGS
+from scanmail.errors import ConfigError
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """ADDRESS:PORT, validated by the LISTEN setting's own parser."""
+    setting = next(s for s in SETTINGS if s.name == "LISTEN")
+    try:
+        listen: tuple[str, int] = setting.parse(value)
+    except ValueError as exc:
+        raise ConfigError(f"--listen {value!r} {exc}") from None
+    return listen
+
+
+@click.command()
+@config_option
+@verbose_option
+@click.option("--listen", metavar="ADDR:PORT", help="Where to listen (default: LISTEN).")
+@click.option("--user", metavar="NAME", help="Run as this user once the port is bound.")
+def main(config_path: Path | None, verbose: bool, listen: str | None, user: str | None) -> None:
+    """Receive mail by SMTP into the incoming spool until SIGTERM."""
+    with exit_codes():
+        config = start("scanmail-smtpd", config_path, verbose)
+        receive.run(config, parse_listen(listen) if listen else None, user)
+
+
+if __name__ == "__main__":
+    main()
