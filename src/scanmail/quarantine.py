@@ -1,22 +1,37 @@
-"""Quarantine: the original spool file, its decoded parts and a readable record; list, release.
+"""Quarantine: the original spool file, its decoded parts and a readable record.
 
 Layout, for a message SPOOL/quarantine/<qid> (the spool file, byte for byte):
   SPOOL/quarantine/<qid>.d/record   reason, viruses, names, envelope, time ("Key: value" lines)
   SPOOL/quarantine/<qid>.d/parts/   the decoded attachments (mode 0600, sanitized names)
+
+The pass stores messages here; the admin lists, examines, releases (the spool file moves
+to outgoing unchanged, the extras go), deletes and purges them. Every release and delete
+is an event in the event database, with who did it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
+import stat
+import tempfile
 import time
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from email.errors import HeaderParseError
+from email.header import decode_header, make_header
+from email.parser import BytesHeaderParser
+from email.policy import compat32
 from pathlib import Path
 
-from scanmail.errors import GatewayError, SpoolError
-from scanmail.events import clean
-from scanmail.spool import Spool, fsync_dir, is_complete
+from scanmail import mime
+from scanmail.config import Config
+from scanmail.errors import GatewayError, MalformedSpoolFile, SpoolError
+from scanmail.events import Event, EventLog, clean
+from scanmail.rules import Rules, Verdict
+from scanmail.spool import Spool, SpoolFile, fsync_dir, is_complete, read_spool_file
 
 RECORD = "record"
 PARTS = "parts"
@@ -37,6 +52,15 @@ class Record:
     detail: str = ""
     message_id: str = ""
     subject: str = ""
+
+    @property
+    def what(self) -> str:
+        """The virus names, else the banned attachment name, else the detail."""
+        if self.viruses:
+            return ", ".join(self.viruses)
+        # a banned record's detail is "'name' matched file:line: pattern" (rules.Hit)
+        named = (name for name in self.attachments if self.detail.startswith(repr(name)))
+        return next(named, self.detail)
 
     def to_text(self) -> str:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(self.time))
@@ -141,3 +165,253 @@ def remove_orphans(spool: Spool) -> None:
                 qid = entry.name[:-2]
                 if not (spool.quarantine / qid).exists() and (spool.incoming / qid).exists():
                     shutil.rmtree(entry.path, ignore_errors=True)
+
+
+# -- the admin's side: look, release, delete, purge ----------------------------------
+
+_QID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
+HEADER_PEEK = 64 << 10
+
+
+class QuarantineError(GatewayError):
+    """An admin's quarantine command was refused: unknown id, released twice, still infected."""
+
+
+Vet = Callable[[Path], "str | None"]
+"""Why a quarantined message must not go out (a virus, cannot be checked), or None."""
+
+
+def message_path(spool: Spool, qid: str) -> Path:
+    """Where a quarantined spool file lives; QuarantineError if qid is no spool id."""
+    if not _QID.fullmatch(qid) or qid.endswith((".d", ".q")):
+        raise QuarantineError(f"{qid!r} is not a spool id")
+    return spool.quarantine / qid
+
+
+def load_record(spool: Spool, qid: str) -> Record:
+    """The record of a quarantined message, rebuilt from the spool file if it is missing."""
+    path = message_path(spool, qid)
+    try:
+        return read_record(spool, qid)
+    except GatewayError:
+        pass
+    st = path.stat()
+    sender, size = "", st.st_size
+    recipients: tuple[str, ...] = ()
+    with contextlib.suppress(MalformedSpoolFile):
+        spool_file = read_spool_file(path)
+        sender, recipients = spool_file.envelope.sender, spool_file.envelope.recipients
+        size = spool_file.message_size
+    return Record(qid=qid, reason="unknown", time=st.st_mtime, sender=sender,
+                  recipients=recipients, size=size, detail="no quarantine record")
+
+
+def records(spool: Spool) -> list[Record]:
+    """Every quarantined message's record, newest first."""
+    found = []
+    for qid in list_ids(spool):
+        with contextlib.suppress(FileNotFoundError):  # released or deleted meanwhile
+            found.append(load_record(spool, qid))
+    return sorted(found, key=lambda record: (record.time, record.qid), reverse=True)
+
+
+def quarantined(spool: Spool, qid: str, events: EventLog) -> Path:
+    """The spool file of qid; QuarantineError saying where it went if it is not there."""
+    path = message_path(spool, qid)
+    if path.is_file():
+        return path
+    gone = [e for e in (events.last("release", qid), events.last("delete", qid)) if e]
+    if gone:
+        last = max(gone, key=lambda event: event.time)
+        verb = "released" if last.kind == "release" else "deleted"
+        raise QuarantineError(f"{qid}: already {verb} {_stamp(last.time)} {last.detail}".rstrip())
+    raise QuarantineError(f"{qid}: not in quarantine")
+
+
+def release(
+    spool: Spool, qid: str, events: EventLog, who: str, vet: Vet | None = None,
+    force: bool = False,
+) -> Path:
+    """Move a quarantined spool file to outgoing, unchanged, and record who did it.
+
+    With vet (a rescan), a message it objects to stays unless force. The file gets a fresh
+    mtime, so the forwarder's retry lifetime starts at the release, not at its arrival.
+    """
+    path = quarantined(spool, qid, events)
+    record = load_record(spool, qid)
+    try:
+        read_spool_file(path)
+    except MalformedSpoolFile as exc:
+        raise QuarantineError(f"{qid}: cannot be delivered, its envelope is unreadable: {exc}"
+                              ) from None
+    note = ""
+    if vet is not None:
+        finding = vet(path)
+        if finding and not force:
+            raise QuarantineError(f"{qid}: rescan: {finding}; kept (--force releases it)")
+        note = f", forced past rescan: {finding}" if finding else ", rescanned clean"
+    if (spool.outgoing / qid).exists():
+        raise QuarantineError(f"{qid}: a file of that name is already in outgoing")
+    os.utime(path)
+    target = spool.move(path, "outgoing")
+    events.record(_admin_event("release", record, f"by {who}{note}"))
+    _drop_extras(spool, qid)
+    return target
+
+
+def rescanner(config: Config) -> Vet:
+    """A Vet that scans again with today's signatures, decoding as the pass does.
+
+    The name rules (matches.bad) are not applied again: a release is the admin overruling
+    them, and the question left is whether the scanner objects.
+    """
+    from scanmail import pipeline  # here, not at the top: pipeline imports this module
+
+    inspector = pipeline.Inspector(replace(config, scan_policy="all"))
+    inspector.rules = Rules(bad=(), doc=inspector.rules.doc)
+
+    def vet(path: Path) -> str | None:
+        decision = inspector.inspect(path).decision
+        if decision.verdict is Verdict.DELIVER:
+            return None
+        why = ", ".join(decision.viruses) or decision.detail
+        return f"{decision.reason.value} ({why})" if why else decision.reason.value
+
+    return vet
+
+
+def delete(spool: Spool, qid: str, events: EventLog, who: str, note: str = "") -> Record:
+    """Delete a quarantined message and its extras, and record who did it."""
+    path = quarantined(spool, qid, events)
+    record = load_record(spool, qid)
+    try:
+        os.unlink(path)
+        fsync_dir(spool.quarantine)
+    except FileNotFoundError:
+        raise QuarantineError(f"{qid}: not in quarantine (moved meanwhile)") from None
+    except OSError as exc:
+        raise SpoolError(f"{path}: cannot delete: {exc.strerror}") from exc
+    events.record(_admin_event("delete", record, f"by {who}{note}"))
+    _drop_extras(spool, qid)
+    return record
+
+
+def expired(spool: Spool, cutoff: float) -> list[Record]:
+    """Quarantined messages stored before cutoff (a time), oldest first."""
+    return sorted((r for r in records(spool) if r.time < cutoff), key=lambda r: (r.time, r.qid))
+
+
+def purge(spool: Spool, cutoff: float, events: EventLog, who: str) -> list[Record]:
+    """Delete what was quarantined before cutoff, and extras left without a message."""
+    note = f" (purge of mail quarantined before {_stamp(cutoff)})"
+    gone = []
+    for record in expired(spool, cutoff):
+        try:
+            gone.append(delete(spool, record.qid, events, who, note))
+        except QuarantineError:
+            continue  # released or deleted by someone else meanwhile
+    _drop_stale_extras(spool, cutoff)
+    return gone
+
+
+def _admin_event(kind: str, record: Record, detail: str) -> Event:
+    return Event(
+        kind=kind, qid=record.qid, message_id=record.message_id, sender=record.sender,
+        recipients=record.recipients, size=record.size, reason=record.reason,
+        viruses=record.viruses, detail=detail,
+    )
+
+
+def _drop_extras(spool: Spool, qid: str) -> None:
+    shutil.rmtree(extras_dir(spool, qid), ignore_errors=True)
+
+
+def _drop_stale_extras(spool: Spool, cutoff: float) -> None:
+    """Extras whose message is gone (a crash mid-release); recent ones may be mid-store."""
+    with contextlib.suppress(FileNotFoundError), os.scandir(spool.quarantine) as entries:
+        for entry in entries:
+            if not entry.name.endswith(".d") or not entry.is_dir(follow_symlinks=False):
+                continue
+            qid = entry.name[:-2]
+            if (spool.quarantine / qid).exists():
+                continue
+            with contextlib.suppress(GatewayError, OSError):
+                stored = read_record(spool, qid).time or entry.stat().st_mtime
+                if stored < cutoff:
+                    shutil.rmtree(entry.path, ignore_errors=True)
+
+
+def _stamp(when: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(when))
+
+
+# -- a closer look, for `scanmail quarantine show` -----------------------------------
+
+
+@dataclass(frozen=True)
+class Examination:
+    """What the admin sees of a quarantined message: never its payload."""
+
+    record: Record
+    headers: tuple[tuple[str, str], ...]
+    parts: tuple[mime.Part, ...]
+    stored: tuple[tuple[str, int], ...]  # decoded files kept in <qid>.d/parts, with sizes
+    problem: str = ""  # why the headers or the part tree are incomplete
+
+
+def examine(spool: Spool, qid: str, limits: mime.Limits) -> Examination:
+    """The record, the top-level headers and the part tree of a quarantined message."""
+    path = message_path(spool, qid)
+    if not path.is_file():
+        raise QuarantineError(f"{qid}: not in quarantine")
+    record = load_record(spool, qid)
+    stored = tuple(_stored_parts(extras_dir(spool, qid) / PARTS))
+    try:
+        spool_file = read_spool_file(path)
+    except MalformedSpoolFile as exc:
+        return Examination(record, (), (), stored, f"envelope unreadable: {exc}")
+    parts, problem = _part_tree(spool_file, limits)
+    return Examination(record, tuple(read_headers(spool_file)), parts, stored, problem)
+
+
+def read_headers(spool_file: SpoolFile) -> list[tuple[str, str]]:
+    """The message's top-level header fields, unfolded and RFC 2047-decoded."""
+    with spool_file.open_message() as handle:
+        head = handle.read(HEADER_PEEK)
+    ends = [i for i in (head.find(b"\n\n"), head.find(b"\r\n\r\n")) if i >= 0]
+    if ends:
+        head = head[: min(ends) + 2]
+    parsed = BytesHeaderParser(policy=compat32).parsebytes(head)
+    return [(name, _decoded(value)) for name, value in parsed.items()]
+
+
+def _decoded(value: object) -> str:
+    text = str(value)
+    with contextlib.suppress(HeaderParseError, LookupError, UnicodeError, ValueError):
+        text = str(make_header(decode_header(text)))
+    return " ".join(text.split())
+
+
+def _part_tree(spool_file: SpoolFile, limits: mime.Limits) -> tuple[tuple[mime.Part, ...], str]:
+    """Walk the message as the pass does, in a private folder deleted at once."""
+    with tempfile.TemporaryDirectory(prefix="scanmail-show-") as tmp:
+        walker = mime.Walker(Path(tmp), limits)
+        problem = ""
+        try:
+            with spool_file.open_message() as handle:
+                walker.walk(handle)
+        except mime.LimitExceeded as exc:
+            problem = f"decoding stopped: {exc}"
+        except Exception as exc:  # noqa: BLE001 - hostile input; show what was read
+            problem = f"decoding failed: {exc!r}"[:300]
+    return tuple(walker.result.parts), problem
+
+
+def _stored_parts(folder: Path) -> Iterator[tuple[str, int]]:
+    if not folder.is_dir():
+        return
+    for path in sorted(folder.rglob("*")):
+        with contextlib.suppress(OSError):
+            st = path.lstat()
+            if stat.S_ISREG(st.st_mode):
+                yield str(path.relative_to(folder)), st.st_size
