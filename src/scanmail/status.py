@@ -1,0 +1,252 @@
+"""The gateway's state at a glance, for `scanmail status` and monitoring scripts."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from scanmail import pipeline, quarantine
+from scanmail.config import Config
+from scanmail.errors import ExitCode, ScannerUnavailable
+from scanmail.events import DB_NAME, Event, EventLog
+from scanmail.scanner import make_scanner
+from scanmail.spool import MESSAGE_FOLDERS, Spool, list_complete
+
+DAY = 86400.0
+# ClamAV's database files; freshclam.dat and mirrors.dat change even when nothing was fetched.
+SIG_SUFFIXES = frozenset({
+    ".cvd", ".cld", ".cud", ".hdb", ".hsb", ".hdu", ".hsu", ".mdb", ".msb", ".mdu", ".msu",
+    ".ndb", ".ndu", ".ldb", ".ldu", ".cdb", ".idb", ".fp", ".sfp", ".pdb", ".gdb", ".wdb",
+    ".ign", ".ign2", ".ftm", ".yar", ".yara", ".crb", ".cat", ".imp",
+})
+# clamd's VERSION reply: "ClamAV 1.0.7/27300/Mon May 13 08:36:45 2024" (the daily build time)
+_VERSION_DATE = re.compile(r"/\d+/\w{3} (\w{3}) +(\d{1,2}) (\d\d):(\d\d):(\d\d) (\d{4})\s*$")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+@dataclass(frozen=True)
+class FolderState:
+    """How many complete spool files a folder holds, and since when the oldest waits."""
+
+    name: str
+    count: int
+    oldest: float | None  # mtime of the oldest file
+
+
+@dataclass(frozen=True)
+class ScannerState:
+    """Whether the scanner answers, and how old its signatures are."""
+
+    version: str
+    error: str
+    signatures: float | None  # build (or file) time of the newest signatures
+    source: str  # where that time comes from
+
+
+@dataclass(frozen=True)
+class PassState:
+    """When scanmail last ran a pass, and its last decision."""
+
+    started: float | None  # the run lock's mtime: every pass rewrites it
+    decision: Event | None
+    outage: str  # the scanner-down mark's text, if the pipeline holds mail
+
+
+@dataclass(frozen=True)
+class Status:
+    """Everything `scanmail status` shows, and what needs the admin's attention."""
+
+    now: float
+    folders: tuple[FolderState, ...]
+    scanner: ScannerState
+    last_pass: PassState
+    deferred: tuple[Event, ...]  # the forwarder's latest deferral per file in outgoing
+    max_wait: float  # seconds mail may wait in incoming or outgoing, or between passes
+    sig_max_age: float  # seconds: SIG_MAX_AGE_DAYS
+
+    @property
+    def problems(self) -> list[str]:
+        """What needs the admin: a silent scanner, stale signatures, mail waiting too long."""
+        return [*self.scanner_problems(), *self.waiting_problems()]
+
+    def scanner_problems(self) -> Iterator[str]:
+        scanner = self.scanner
+        if scanner.error:
+            yield f"scanner does not answer, incoming mail is held: {scanner.error}"
+        elif scanner.signatures is None:
+            yield "signature age unknown: no date from the scanner, no database in SIG_DB_DIR"
+        elif self.now - scanner.signatures > self.sig_max_age:
+            yield (f"signatures are {format_age(self.now - scanner.signatures)} old "
+                   f"(SIG_MAX_AGE_DAYS={self.sig_max_age / DAY:g}): is sigupdate running?")
+
+    def waiting_problems(self) -> Iterator[str]:
+        for folder in self.folders:
+            waited = self.now - folder.oldest if folder.oldest is not None else 0.0
+            if folder.name == "incoming" and waited > self.max_wait:
+                yield f"incoming: a message has waited {format_age(waited)} to be scanned"
+            if folder.name == "outgoing" and waited > self.max_wait:
+                yield (f"outgoing: a message has waited {format_age(waited)} to be forwarded "
+                       "(is the relay up? is scanmail-fwd running?)")
+        started = self.last_pass.started
+        if started is None:
+            yield "no scanning pass has run yet (is scanmail.service running?)"
+        elif self.now - started > self.max_wait:
+            yield f"no scanning pass for {format_age(self.now - started)} (is scanmail running?)"
+
+    @property
+    def exit_code(self) -> ExitCode:
+        """0 all well; 75 the scanner does not answer (mail is held); 1 anything else."""
+        if self.scanner.error:
+            return ExitCode.TEMPFAIL
+        return ExitCode.FAILURE if self.problems else ExitCode.OK
+
+    def lines(self) -> list[str]:
+        """The report, one fact per line, problems last and marked with '!'."""
+        out = [self.folder_line(folder) for folder in self.folders]
+        out.append(f"{'scanner':<12} {self.scanner_text()}")
+        out.append(f"{'last pass':<12} {self.pass_text()}")
+        problems = self.problems
+        out += [f"! {problem}" for problem in problems]
+        out.append(f"status: {len(problems)} need attention" if problems else "status: ok")
+        return out
+
+    def folder_line(self, folder: FolderState) -> str:
+        line = f"{folder.name:<12} {folder.count:>6}"
+        if folder.oldest is not None:
+            line += f"   oldest {format_age(self.now - folder.oldest)}"
+        if folder.name == "outgoing" and self.deferred:
+            latest = max(self.deferred, key=lambda event: event.time)
+            line += f"   {len(self.deferred)} deferred, last: {latest.detail[:80]}"
+        return line
+
+    def scanner_text(self) -> str:
+        if self.scanner.error:
+            return f"NOT ANSWERING: {self.scanner.error}"
+        text = self.scanner.version
+        if self.scanner.signatures is not None:
+            age = format_age(self.now - self.scanner.signatures)
+            text += f"; signatures {age} old ({self.scanner.source})"
+        return text
+
+    def pass_text(self) -> str:
+        state = self.last_pass
+        if state.started is None:
+            return "never"
+        text = f"{format_age(self.now - state.started)} ago"
+        if state.decision is not None:
+            event = state.decision
+            text += (f"; last decision {format_age(self.now - event.time)} ago: "
+                     f"{event.qid} {event.verdict} {event.reason}")
+        if state.outage:
+            text += f"; scanner outage: {state.outage}"
+        return text
+
+
+def format_age(seconds: float) -> str:
+    """A duration the way a person reads it: 45s, 12m, 3h 05m, 4d 2h."""
+    seconds = max(0, int(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, hours, days = seconds // 60, seconds // 3600, seconds // 86400
+    if seconds < 3600:
+        return f"{minutes}m"
+    if seconds < 86400:
+        return f"{hours}h {minutes % 60:02d}m" if minutes % 60 else f"{hours}h"
+    return f"{days}d {hours % 24}h" if hours % 24 else f"{days}d"
+
+
+def gather(config: Config, max_wait: float, now: float | None = None) -> Status:
+    """Look at the spool, the scanner and the event database; judge what needs attention."""
+    now = time.time() if now is None else now
+    spool = Spool(config.spool_dir)
+    spool.check()
+    folders = tuple(folder_state(spool, name) for name in MESSAGE_FOLDERS)
+    scanner = scanner_state(config)
+    with _events(config) as events:
+        last_pass = pass_state(config, events)
+        deferred = tuple(deferrals(spool, events))
+    return Status(now, folders, scanner, last_pass, deferred, max_wait,
+                  config.sig_max_age_days * DAY)
+
+
+def folder_state(spool: Spool, name: str) -> FolderState:
+    """Count and oldest mtime of the complete spool files in one folder."""
+    if name == "quarantine":
+        paths = [spool.quarantine / qid for qid in quarantine.list_ids(spool)]
+    else:
+        paths = list_complete(spool.folder(name))
+    times = []
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            times.append(path.stat().st_mtime)
+    return FolderState(name, len(times), min(times, default=None))
+
+
+def scanner_state(config: Config) -> ScannerState:
+    """Ask the scanner for its version; date the signatures from it or from SIG_DB_DIR."""
+    try:
+        version = make_scanner(config).version()
+    except ScannerUnavailable as exc:
+        return ScannerState("", str(exc), None, "")
+    built = version_date(version)
+    if built is not None:
+        return ScannerState(version, "", built, "clamd")
+    newest = newest_database(config.sig_db_dir)
+    return ScannerState(version, "", newest, f"files in {config.sig_db_dir}" if newest else "")
+
+
+def version_date(version: str) -> float | None:
+    """The database build time in clamd's VERSION reply, if it gives one."""
+    match = _VERSION_DATE.search(version)
+    if match is None or match.group(1) not in _MONTHS:
+        return None
+    month = _MONTHS.index(match.group(1)) + 1
+    day, hour, minute, second, year = (int(match.group(i)) for i in (2, 3, 4, 5, 6))
+    return time.mktime((year, month, day, hour, minute, second, 0, 0, -1))
+
+
+def newest_database(folder: Path) -> float | None:
+    """The mtime of the newest signature file in folder."""
+    times = []
+    with contextlib.suppress(OSError), os.scandir(folder) as entries:
+        for entry in entries:
+            if os.path.splitext(entry.name)[1].lower() in SIG_SUFFIXES and entry.is_file():
+                times.append(entry.stat().st_mtime)
+    return max(times, default=None)
+
+
+def pass_state(config: Config, events: EventLog | None) -> PassState:
+    """The last pass (the run lock's mtime), the last decision and any scanner outage."""
+    started = None
+    with contextlib.suppress(FileNotFoundError):
+        started = (config.var_dir / pipeline.LOCK_NAME).stat().st_mtime
+    outage = ""
+    with contextlib.suppress(FileNotFoundError):
+        outage = (config.var_dir / pipeline.OUTAGE_MARK).read_text().strip()[:200] or "yes"
+    decision = events.last("scan") if events is not None else None
+    return PassState(started, decision, outage)
+
+
+def deferrals(spool: Spool, events: EventLog | None) -> Iterator[Event]:
+    """For each file waiting in outgoing, the forwarder's latest deferral, if any."""
+    if events is None:
+        return
+    for path in list_complete(spool.outgoing):
+        event = events.last("delivery", path.name)
+        if event is not None and event.verdict == "deferred":
+            yield event
+
+
+@contextlib.contextmanager
+def _events(config: Config) -> Iterator[EventLog | None]:
+    """The event database if it exists: status never creates it (it may run as root)."""
+    if not (config.var_dir / DB_NAME).exists():
+        yield None
+        return
+    with EventLog(config.var_dir) as events:
+        yield events
