@@ -214,9 +214,9 @@ def test_blocked_messages_show_their_subject_and_status_as_of_now(config, events
     blocked = {b.qid: b for b in make(config).blocked}
     assert [b.qid for b in make(config).blocked] == ["smtpdlater", "smtpdgone", "smtpdkept"]
     assert blocked["smtpdkept"].subject == "Grüße" and blocked["smtpdgone"].subject is None
-    assert blocked["smtpdgone"].status == "released"
-    assert blocked["smtpdlater"].status == "quarantined"  # deleted after the report was made
-    assert make(config, now=AFTER + 7200).blocked[0].status == "deleted"
+    assert blocked["smtpdgone"].status is report.Status.RELEASED
+    assert blocked["smtpdlater"].status is report.Status.QUARANTINED  # deleted after the report
+    assert make(config, now=AFTER + 7200).blocked[0].status is report.Status.DELETED
 
 
 # -- rendering -----------------------------------------------------------------------------

@@ -1,10 +1,10 @@
 """daysumm aggregation: one day's figures from the event database, and the spool's backlog.
 
-Everything is counted with GROUP BY queries over the `events` table, so a report costs
-the same on a year-old database as on a new one. A day is a calendar day in local time;
-its figures depend only on the event database, so any day can be reported at any time
-and twice gives the same figures. Only the backlog and each blocked message's subject and
-status are read "now", from the spool.
+Everything is counted in SQL over ranges of an index (GROUP BY for the tallies), never by
+walking rows in Python, so a report costs the same on a year-old database as on a new
+one. A day is a calendar day in local time; its figures depend only on the event
+database, so any day can be reported at any time and twice gives the same figures. Only
+the backlog, and each blocked message's subject and status, are read "now".
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from dataclasses import dataclass, fields
 from datetime import date, datetime, timedelta
 from datetime import time as clock_time
 from email.header import decode_header, make_header
+from enum import Enum
 from pathlib import Path
 from typing import NamedTuple
 
@@ -54,13 +55,26 @@ JUMP_WATCH = ("received", "quarantined", "infected", "banned", "unchecked", "mal
               "retried", "failed", "bounces")
 MAX_TEXT = 200
 
-# Covering indexes: a year of scan rows is counted from the index alone, never the table.
+# A covering index: each figure is counted over one range of it, so a report reads the
+# days it shows and never the table, however old the database.
 INDEXES = """
-CREATE INDEX IF NOT EXISTS report_scan ON events(kind, time, verdict, reason, size);
+CREATE INDEX IF NOT EXISTS report_verdict ON events(kind, verdict, time, size);
 """
 
-# Control characters, and the bidirectional overrides that make "evil\u202eexe.doc" look
-# like "evilcod.exe" (CVE-2021-42574 style): shown as '?' so the name reads as it is.
+# (DayCounts field, kind, verdict or None for any): figures that are plain counts.
+TALLIES = (
+    ("delivered", "scan", DELIVER),
+    ("quarantined", "scan", QUARANTINE),
+    ("forwarded", "delivery", "delivered"),
+    ("deferred", "delivery", "deferred"),
+    ("failed", "delivery", "failed"),
+    ("released", "release", None),
+    ("deleted", "delete", None),
+    ("bounces", "bounce", None),
+)
+
+# Control characters, and the bidirectional overrides that make "invoice\u202efdp.exe" show
+# as "invoiceexe.pdf" (CVE-2021-42574 style): shown as '?' so the name reads as it is.
 _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
@@ -133,6 +147,14 @@ class Folder:
     size: int
 
 
+class Status(Enum):
+    """Where a quarantined message stands now."""
+
+    QUARANTINED = "quarantined"
+    RELEASED = "released"
+    DELETED = "deleted"
+
+
 @dataclass(frozen=True)
 class Blocked:
     """A message quarantined during the day."""
@@ -144,8 +166,8 @@ class Blocked:
     reason: str
     viruses: tuple[str, ...]
     attachments: tuple[str, ...]
-    subject: str | None  # None: the message is no longer in the quarantine
-    status: str  # quarantined | released | deleted
+    subject: str | None  # None: its quarantine record is gone
+    status: Status
 
 
 @dataclass(frozen=True)
@@ -252,56 +274,41 @@ def summarize(db: sqlite3.Connection, spool: Spool, day: date, now: float, host:
     )
 
 
-def _day_ranges(days: Sequence[date]) -> tuple[str, list[float | int]]:
-    """A VALUES table (n, lo, hi) of day ranges, and its arguments."""
-    args: list[float | int] = []
-    for n, day in enumerate(days):
-        args += [n, *day_bounds(day)]
-    rows = ",".join("(?,?,?)" for _ in days)
-    return f"WITH days(n, lo, hi) AS (VALUES {rows})", args
-
-
 def count_days(db: sqlite3.Connection, days: Sequence[date]) -> tuple[DayCounts, ...]:
-    """Per-day message figures, one range scan of the index per day."""
-    table: list[Counter[str]] = [Counter() for _ in days]
-    ranges, args = _day_ranges(days)
-    scans = db.execute(
-        f"{ranges} SELECT n, verdict, reason, count(*), total(size) FROM days "
-        "JOIN events ON kind = 'scan' AND time >= lo AND time < hi GROUP BY n, verdict, reason",
-        args,
-    )
-    for n, verdict, reason, count, size in scans:
-        figures = table[n]
-        figures["received"] += count
-        figures["size"] += int(size)
-        if verdict == DELIVER:
-            figures["delivered"] += count
-        elif verdict == QUARANTINE:
-            figures["quarantined"] += count
-            if reason in REASONS:
-                figures[reason] += count
-    others = db.execute(
-        f"{ranges} SELECT n, kind, verdict, count(*), count(DISTINCT qid) FROM days "
-        "JOIN events ON kind IN ('retry', 'release', 'delete', 'delivery', 'bounce') "
-        "AND time >= lo AND time < hi GROUP BY n, kind, verdict",
-        args,
-    )
-    for n, kind, verdict, count, messages in others:
-        name = _other_field(kind, verdict)
-        if name:
-            table[n][name] += messages if kind == "retry" else count
-    return tuple(
-        DayCounts(day, **{name: table[n][name] for name in COUNT_FIELDS})
-        for n, day in enumerate(days)
-    )
+    """Each day's message figures."""
+    return tuple(count_day(db, day) for day in days)
 
 
-def _other_field(kind: str, verdict: str) -> str | None:
-    """The DayCounts field an event other than a scan counts toward."""
-    if kind == "delivery":
-        return {"delivered": "forwarded", "deferred": "deferred", "failed": "failed"}.get(verdict)
-    return {"retry": "retried", "release": "released", "delete": "deleted",
-            "bounce": "bounces"}.get(kind)
+def count_day(db: sqlite3.Connection, day: date) -> DayCounts:
+    """One day's figures, each a count over one range of an index (no table reads)."""
+    start, end = day_bounds(day)
+    figures: Counter[str] = Counter()
+    for name, kind, verdict in TALLIES:
+        if verdict is None:
+            sql = "SELECT count(*), 0 FROM events WHERE kind = ? AND time >= ? AND time < ?"
+            args: tuple[object, ...] = (kind, start, end)
+        else:
+            sql = ("SELECT count(*), total(size) FROM events "
+                   "WHERE kind = ? AND verdict = ? AND time >= ? AND time < ?")
+            args = (kind, verdict, start, end)
+        count, size = db.execute(sql, args).fetchone()
+        figures[name] += count
+        figures["size"] += int(size) if kind == "scan" else 0
+    figures["received"] = _count(db, "SELECT count(*)", "scan", start, end)
+    figures["retried"] = _count(db, "SELECT count(DISTINCT qid)", "retry", start, end)
+    reasons = db.execute(
+        "SELECT reason, count(*) FROM events WHERE kind = 'scan' AND verdict = ? "
+        "AND time >= ? AND time < ? GROUP BY reason",
+        (QUARANTINE, start, end),
+    )
+    figures.update({reason: count for reason, count in reasons if reason in REASONS})
+    return DayCounts(day, **{name: figures[name] for name in COUNT_FIELDS})
+
+
+def _count(db: sqlite3.Connection, select: str, kind: str, start: float, end: float) -> int:
+    row = db.execute(f"{select} FROM events WHERE kind = ? AND time >= ? AND time < ?",
+                     (kind, start, end)).fetchone()
+    return int(row[0])
 
 
 def _split(text: str) -> list[str]:
@@ -319,15 +326,9 @@ def count_viruses_by_day(
 ) -> tuple[tuple[str, tuple[int, ...]], ...]:
     """Each virus name with its count per day, most frequent first."""
     per_name: dict[str, list[int]] = {}
-    ranges, args = _day_ranges(days)
-    rows = db.execute(
-        f"{ranges} SELECT n, viruses, count(*) FROM days JOIN events ON kind = 'scan' "
-        "AND time >= lo AND time < hi AND reason = ? GROUP BY n, viruses",
-        [*args, INFECTED],
-    )
-    for n, viruses, count in rows:
-        for name in _split(viruses):
-            per_name.setdefault(printable(name), [0] * len(days))[n] += count
+    for n, day in enumerate(days):
+        for tally in tally_viruses(db, *day_bounds(day)):
+            per_name.setdefault(tally.name, [0] * len(days))[n] += tally.count
     ranked = sorted(per_name.items(), key=lambda item: (-sum(item[1]), item[0]))
     return tuple((name, tuple(counts)) for name, counts in ranked)
 
@@ -336,9 +337,9 @@ def tally_viruses(db: sqlite3.Connection, start: float, end: float) -> tuple[Tal
     """Every virus found during the day, with the number of messages it was in."""
     counter: Counter[str] = Counter()
     rows = db.execute(
-        "SELECT viruses, count(*) FROM events WHERE kind = 'scan' AND time >= ? AND time < ? "
-        "AND reason = ? GROUP BY viruses",
-        (start, end, INFECTED),
+        "SELECT viruses, count(*) FROM events WHERE kind = 'scan' AND verdict = ? "
+        "AND time >= ? AND time < ? AND reason = ? GROUP BY viruses",
+        (QUARANTINE, start, end, INFECTED),
     )
     for viruses, count in rows:
         for name in set(_split(viruses)):
@@ -354,9 +355,9 @@ def tally_blocked(
         raise ValueError(column)
     counter: Counter[str] = Counter()
     rows = db.execute(
-        f"SELECT {column}, count(*) FROM events WHERE kind = 'scan' AND time >= ? AND time < ? "
-        f"AND verdict = ? GROUP BY {column}",
-        (start, end, QUARANTINE),
+        f"SELECT {column}, count(*) FROM events WHERE kind = 'scan' AND verdict = ? "
+        f"AND time >= ? AND time < ? GROUP BY {column}",
+        (QUARANTINE, start, end),
     )
     for value, count in rows:
         names = [value or "<>"] if column == "sender" else set(_split(value))
@@ -501,13 +502,15 @@ def list_blocked(
             viruses=tuple(printable(v) for v in _split(viruses)),
             attachments=tuple(printable(a) for a in _split(attachments)),
             subject=read_subject(spool, qid),
-            status=statuses.get(qid, "quarantined"),
+            status=statuses.get(qid, Status.QUARANTINED),
         )
         for moment, qid, sender, recipients, reason, viruses, attachments in rows
     )
 
 
-def _admin_actions(db: sqlite3.Connection, qids: Sequence[str], now: float) -> dict[str, str]:
+def _admin_actions(
+    db: sqlite3.Connection, qids: Sequence[str], now: float
+) -> dict[str, Status]:
     """The last release or delete of each qid up to now."""
     if not qids:
         return {}
@@ -517,7 +520,8 @@ def _admin_actions(db: sqlite3.Connection, qids: Sequence[str], now: float) -> d
         f"AND qid IN ({marks}) ORDER BY time, id",
         (now, *qids),
     )
-    return {qid: {"release": "released", "delete": "deleted"}[kind] for qid, kind in rows}
+    actions = {"release": Status.RELEASED, "delete": Status.DELETED}
+    return {qid: actions[kind] for qid, kind in rows}
 
 
 def read_subject(spool: Spool, qid: str) -> str | None:

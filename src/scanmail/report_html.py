@@ -28,6 +28,7 @@ BLUE, ORANGE, VERMILLION, SKY, GREY, GREEN, PURPLE, YELLOW = (
 REASON_COLOURS = (("banned", ORANGE), ("infected", VERMILLION), ("unchecked", SKY),
                   ("malformed", GREY))
 VIRUS_COLOURS = (VERMILLION, BLUE, GREEN, PURPLE, YELLOW)
+_GONE = '<span class="muted">\u2013</span>'  # no record left: released or deleted
 CARDS = ("received", "delivered", "quarantined", "infected", "banned", "retried")
 
 STYLE = """
@@ -66,6 +67,7 @@ tr.jump td { background: #fff3ea; }
 tr.sub td:first-child { padding-left: 24px; color: #3a4150; }
 tr.sub2 td:first-child { padding-left: 42px; color: #3a4150; }
 td.what, td.addr, td.subject { overflow-wrap: anywhere; }
+table.blocked { table-layout: fixed; font-size: 13.5px; }
 .muted { color: #8a909c; }
 .status-released { color: #007a5a; font-weight: 600; }
 .status-deleted { color: #8a909c; }
@@ -80,6 +82,11 @@ footer { margin-top: 28px; color: #8a909c; font-size: 12.5px; }
 def esc(text: object) -> str:
     """Text as HTML: the only way a value reaches the page."""
     return html.escape(str(text), quote=True)
+
+
+def short(text: str, limit: int = 90) -> str:
+    """A long name cut so that it cannot push a table apart."""
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
 
 
 def render_page(report: Report) -> str:
@@ -107,7 +114,8 @@ def _document(report: Report, body: Sequence[str]) -> str:
             *_header(report),
             *body,
             f"<footer>Made by daysumm from the event database at {esc(moment(report.generated))}."
-            " Counts are messages; a day runs from local midnight to midnight.</footer>",
+            " Messages are counted when the scanner decides them; a day runs from local midnight"
+            " to midnight.</footer>",
             "</main></body></html>",
             "",
         ]
@@ -290,7 +298,7 @@ def _details(report: Report, svg: bool) -> Iterator[str]:
     yield f'<div class="panel"><h2>The day against the previous 7 days</h2>{_figures(report)}</div>'
     yield '<div class="stack">'
     yield f'<div class="panel"><h2>Messages received by hour</h2>{_hours(report, svg)}</div>'
-    yield f'<div class="panel"><h2>Scanner and spool</h2>{_scanner(report)}</div>'
+    yield f'<div class="panel"><h2>Scanner</h2>{_scanner(report)}</div>'
     yield "</div></section>"
     yield '<section class="grid3" id="tallies">'
     yield _tally_panel("Viruses found", report.viruses, "virus")
@@ -298,6 +306,7 @@ def _details(report: Report, svg: bool) -> Iterator[str]:
     yield _tally_panel("Top recipients of blocked mail", report.recipients, "recipient")
     yield _tally_panel("Attachment names in blocked mail", report.attachments, "file name")
     yield _tally_panel("Delivery failures", report.failures, "reason")
+    yield f'<div class="panel"><h2>Spool now</h2>{_backlog(report)}</div>'
     yield "</section>"
     yield from _blocked(report)
 
@@ -343,7 +352,7 @@ def _tally_panel(title: str, tallies: Sequence[Tally], what: str) -> str:
     if not tallies:
         return f'<div class="panel"><h2>{esc(title)}</h2><p class="muted">None.</p></div>'
     rows = "".join(
-        f'<tr><td class="what">{esc(t.name)}</td><td class="n">{t.count:,}</td></tr>'
+        f'<tr><td class="what">{esc(short(t.name))}</td><td class="n">{t.count:,}</td></tr>'
         for t in tallies
     )
     return (
@@ -368,10 +377,17 @@ def _scanner(report: Report) -> str:
         if sig.detail:
             rows.append(("", sig.detail))
         rows.append(("Updates", f"{sig.runs} during the day, {sig.failures} failed"))
-    rows += [(folder.name.capitalize(), _folder(folder)) for folder in report.backlog]
+    return _pairs(rows)
+
+
+def _backlog(report: Report) -> str:
+    rows = [(folder.name.capitalize(), _folder(folder)) for folder in report.backlog]
+    return _pairs(rows) + f'<p class="muted">As of {esc(moment(report.generated))}.</p>'
+
+
+def _pairs(rows: Sequence[tuple[str, str]]) -> str:
     body = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in rows)
-    now = esc(moment(report.generated))
-    return f'<table>{body}</table><p class="muted">Spool as of {now}.</p>'
+    return f"<table>{body}</table>"
 
 
 def _folder(folder: Folder) -> str:
@@ -389,7 +405,10 @@ def _blocked(report: Report) -> Iterator[str]:
     shown = len(report.blocked)
     count = f"{shown} newest of {total:,}" if shown < total else f"{total:,}"
     yield f'<section class="panel" id="blocked"><h2>Quarantined during the day ({esc(count)})</h2>'
-    yield "<table>"
+    yield '<table class="blocked">'
+    yield ('<colgroup><col style="width:9%"><col style="width:9%"><col style="width:24%">'
+           '<col style="width:17%"><col style="width:17%"><col style="width:14%">'
+           '<col style="width:10%"></colgroup>')
     yield ("<tr><th>time</th><th>reason</th><th>virus or attachment</th><th>from</th>"
            "<th>to</th><th>subject</th><th>status</th></tr>")
     for item in report.blocked:
@@ -398,17 +417,18 @@ def _blocked(report: Report) -> Iterator[str]:
 
 
 def _blocked_row(item: Blocked) -> str:
-    what = "<br>".join(esc(v) for v in item.viruses)
-    names = "<br>".join(esc(a) for a in item.attachments)
+    what = "<br>".join(esc(short(v)) for v in item.viruses)
+    names = "<br>".join(esc(short(a)) for a in item.attachments[:5])
+    if len(item.attachments) > 5:
+        names += f"<br>and {len(item.attachments) - 5} more"
     if what and names:
         what += f'<br><span class="muted">{names}</span>'
-    subject = (esc(item.subject) if item.subject is not None
-               else '<span class="muted">(no longer in quarantine)</span>')
+    subject = esc(short(item.subject)) if item.subject is not None else _GONE
     rcpts = "<br>".join(esc(r) for r in item.recipients)
     return (
         f'<tr><td class="n">{esc(moment(item.time, with_date=False))}</td>'
         f"<td>{esc(item.reason)}</td><td class=\"what\">{what or names}</td>"
         f'<td class="addr">{esc(item.sender or "<>")}</td><td class="addr">{rcpts}</td>'
         f'<td class="subject">{subject}</td>'
-        f'<td class="status-{esc(item.status)}">{esc(item.status)}</td></tr>'
+        f'<td class="status-{item.status.value}">{item.status.value}</td></tr>'
     )

@@ -204,4 +204,4 @@ def _blocked_item(item: Blocked) -> Iterator[str]:
         yield fit(f"            subject: {item.subject}", WIDTH)
     if item.viruses and item.attachments:
         yield fit(f"            attachments: {', '.join(item.attachments)}", WIDTH)
-    yield fit(f"            {item.qid}: {item.status}", WIDTH)
+    yield fit(f"            {item.qid}: {item.status.value}", WIDTH)
