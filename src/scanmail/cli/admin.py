@@ -138,7 +138,7 @@ def quarantine_group() -> None:
               help="Only mail quarantined for this reason.")
 @click.pass_context
 def list_command(ctx: click.Context, since: float | None, reason: str | None) -> None:
-    """One line per quarantined message, newest first.
+    """List quarantined mail, newest first.
 
     Columns: id, time, reason, virus or banned name, sender, recipients, size.
     """
@@ -160,7 +160,7 @@ def list_line(record: quarantine.Record) -> str:
 @click.argument("qid")
 @click.pass_context
 def show_command(ctx: click.Context, qid: str) -> None:
-    """The record, the headers and the part tree of one message (never its payload)."""
+    """Show a message's record, headers and part tree (never its payload)."""
     with admin(ctx) as config:
         spool = spool_of(config)
         limits = Limits(config.decode_max_bytes, config.decode_max_parts,
@@ -254,7 +254,9 @@ def purge_command(ctx: click.Context, older_than: float | None, dry_run: bool) -
               help="Use matches.bad and matches.doc from this folder (try new patterns).")
 @click.pass_context
 def check_command(ctx: click.Context, files: tuple[Path, ...], rules_dir: Path | None) -> None:
-    """Decide spool files or .eml files as a pass would, and say why; move nothing.
+    """Decide files as a pass would, and say why; move nothing.
+
+    FILE is a spool file or a plain message (.eml).
 
     Exit 0 if every file would be delivered, 1 if any would be quarantined (infected,
     banned, unchecked, malformed), 75 if the scanner does not answer.
@@ -280,9 +282,10 @@ def check_command(ctx: click.Context, files: tuple[Path, ...], rules_dir: Path |
               help="How long mail may wait in incoming or outgoing, or between passes.")
 @click.pass_context
 def status_command(ctx: click.Context, max_wait: float) -> None:
-    """Folders, scanner, signatures, last pass, forwarder queue; exit non-zero if unwell.
+    """Show the gateway's state; exit non-zero when it needs attention.
 
-    Exit 0 when all is well, 1 when something needs attention (stale signatures, mail
+    Folders (count, oldest), the scanner and its signatures' age, the last pass, and the
+    forwarder's queue in outgoing. Exit 0 when all is well, 1 when something needs attention (stale signatures, mail
     waiting too long, no recent pass), 75 when the scanner does not answer.
     """
     with admin(ctx) as config:
