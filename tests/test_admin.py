@@ -18,7 +18,13 @@ from scanmail.quarantine import Record
 from scanmail.testing import eicar
 
 DAY = 86400.0
-CORPORA = Path(os.environ.get("SCANMAIL_CORPORA", "/work/shared/corpora"))
+# shared/ lies beside the work tree (and beside CI's clone); SCANMAIL_CORPORA overrides
+CORPORA = next(
+    (path for path in (Path(os.environ.get("SCANMAIL_CORPORA", "/nonexistent")),
+                       Path(__file__).resolve().parents[2] / "shared" / "corpora",
+                       Path("/work/shared/corpora")) if path.is_dir()),
+    Path("/work/shared/corpora"),
+)
 
 
 def scanmail(env: Path, *args: str, user: str = "alice") -> Result:

@@ -285,8 +285,9 @@ def status_command(ctx: click.Context, max_wait: float) -> None:
     """Show the gateway's state; exit non-zero when it needs attention.
 
     Folders (count, oldest), the scanner and its signatures' age, the last pass, and the
-    forwarder's queue in outgoing. Exit 0 when all is well, 1 when something needs attention (stale signatures, mail
-    waiting too long, no recent pass), 75 when the scanner does not answer.
+    forwarder's queue in outgoing. Exit 0 when all is well, 1 when something needs
+    attention (stale signatures, mail waiting too long, no recent pass), 75 when the
+    scanner does not answer.
     """
     with admin(ctx) as config:
         state = gather(config, max_wait)
