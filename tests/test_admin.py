@@ -15,6 +15,7 @@ from mail import enqueue, folder_of, message
 from scanmail.cli.scan import main
 from scanmail.events import EventLog
 from scanmail.quarantine import Record
+from scanmail.status import format_age, version_date
 from scanmail.testing import eicar
 
 DAY = 86400.0
@@ -64,8 +65,8 @@ def sig_dir(tmp_path: Path, days_old: float = 0.0) -> Path:
     """A signature folder whose newest database file is days_old."""
     folder = tmp_path / "sigs"
     folder.mkdir(exist_ok=True)
-    db = folder / "daily.cld"
-    db.write_bytes(b"ClamAV-VDB")
+    db = folder / "local.hdb"  # undated by sigtool: its age is its mtime
+    db.write_text("5d41402abc4b2a76b9719d911017c592:5:Local.Test\n")
     when = time.time() - days_old * DAY
     os.utime(db, (when, when))
     return folder
@@ -310,9 +311,17 @@ def test_status_is_0_when_all_is_well(spool_root, write_env, tmp_path):
     out = result.output
     assert re.search(r"^incoming +0$", out, re.MULTILINE)
     assert re.search(r"^outgoing +1   oldest \d+s$", out, re.MULTILINE)
-    assert "ClamAV" in out and "signatures 0s old" in out
+    assert "ClamAV" in out and "signatures 0s old (file time of local.hdb)" in out
     assert "last decision" in out and "deliver clean" in out
     assert out.endswith("status: ok\n")
+
+
+def test_signature_age_is_read_from_clamds_version_reply():
+    assert version_date("ClamAV 1.0.7/27300/Mon May 13 08:36:45 2024") == time.mktime(
+        (2024, 5, 13, 8, 36, 45, 0, 0, -1))
+    assert version_date("ClamAV 1.4.6") is None  # no official database loaded
+    assert [format_age(s) for s in (5, 125, 3600, 3 * 3600 + 300, 2 * DAY, 2 * DAY + 7200)] == [
+        "5s", "2m", "1h", "3h 05m", "2d", "2d 2h"]
 
 
 def test_status_is_75_when_the_scanner_does_not_answer(spool_root, write_env, tmp_path):

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
-from scanmail import pipeline, quarantine
+from scanmail import pipeline, quarantine, signatures
 from scanmail.config import Config
 from scanmail.errors import ExitCode, ScannerUnavailable
 from scanmail.events import DB_NAME, Event, EventLog
@@ -18,12 +16,6 @@ from scanmail.scanner import make_scanner
 from scanmail.spool import MESSAGE_FOLDERS, Spool, list_complete
 
 DAY = 86400.0
-# ClamAV's database files; freshclam.dat and mirrors.dat change even when nothing was fetched.
-SIG_SUFFIXES = frozenset({
-    ".cvd", ".cld", ".cud", ".hdb", ".hsb", ".hdu", ".hsu", ".mdb", ".msb", ".mdu", ".msu",
-    ".ndb", ".ndu", ".ldb", ".ldu", ".cdb", ".idb", ".fp", ".sfp", ".pdb", ".gdb", ".wdb",
-    ".ign", ".ign2", ".ftm", ".yar", ".yara", ".crb", ".cat", ".imp",
-})
 # clamd's VERSION reply: "ClamAV 1.0.7/27300/Mon May 13 08:36:45 2024" (the daily build time)
 _VERSION_DATE = re.compile(r"/\d+/\w{3} (\w{3}) +(\d{1,2}) (\d\d):(\d\d):(\d\d) (\d{4})\s*$")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -188,7 +180,7 @@ def folder_state(spool: Spool, name: str) -> FolderState:
 
 
 def scanner_state(config: Config) -> ScannerState:
-    """Ask the scanner for its version; date the signatures from it or from SIG_DB_DIR."""
+    """Ask the scanner for its version; date the signatures by it, else as sigupdate does."""
     try:
         version = make_scanner(config).version()
     except ScannerUnavailable as exc:
@@ -196,8 +188,10 @@ def scanner_state(config: Config) -> ScannerState:
     built = version_date(version)
     if built is not None:
         return ScannerState(version, "", built, "clamd")
-    newest = newest_database(config.sig_db_dir)
-    return ScannerState(version, "", newest, f"files in {config.sig_db_dir}" if newest else "")
+    newest = signatures.freshness(config).newest
+    if newest is None:
+        return ScannerState(version, "", None, "")
+    return ScannerState(version, "", newest.made, f"{newest.origin} of {newest.name}")
 
 
 def version_date(version: str) -> float | None:
@@ -208,16 +202,6 @@ def version_date(version: str) -> float | None:
     month = _MONTHS.index(match.group(1)) + 1
     day, hour, minute, second, year = (int(match.group(i)) for i in (2, 3, 4, 5, 6))
     return time.mktime((year, month, day, hour, minute, second, 0, 0, -1))
-
-
-def newest_database(folder: Path) -> float | None:
-    """The mtime of the newest signature file in folder."""
-    times = []
-    with contextlib.suppress(OSError), os.scandir(folder) as entries:
-        for entry in entries:
-            if os.path.splitext(entry.name)[1].lower() in SIG_SUFFIXES and entry.is_file():
-                times.append(entry.stat().st_mtime)
-    return max(times, default=None)
 
 
 def pass_state(config: Config, events: EventLog | None) -> PassState:
