@@ -178,14 +178,16 @@ def test_outages_count_and_their_downtime_is_clipped_to_the_day(config, events):
 
 def test_signatures_are_the_last_update_known_at_the_end_of_the_day(config, events):
     assert make(config).signatures is None
-    events.record(Event("sigupdate", verdict="ok", detail="daily 27000", time=at(DAY, 1)),
-                  quiet=True)
+    events.record(Event("sigupdate", verdict="updated", detail="daily 27000",
+                        time=at(DAY, 1)), quiet=True)
     events.record(Event("sigupdate", verdict="failed", detail="network down",
                         time=at(DAY, 13)), quiet=True)
     events.record(Event("sigupdate", verdict="ok", detail="daily 27001",
                         time=at(DAY + timedelta(days=1), 1)), quiet=True)
     sig = make(config).signatures
-    assert sig == report.Signatures(at(DAY, 13), "failed", "network down", runs=2, failures=1)
+    assert sig == report.Signatures(at(DAY, 13), "failed", "network down", runs=2, failures=1,
+                                    good_age=23 * 3600)
+    assert "last good update: 23 h old at the end of the day" in render_text(make(config))
 
 
 def test_backlog_is_what_waits_in_the_spool_now(config, spool_root):

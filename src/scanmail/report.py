@@ -61,6 +61,10 @@ INDEXES = """
 CREATE INDEX IF NOT EXISTS report_verdict ON events(kind, verdict, time, size);
 """
 
+# sigupdate verdicts: signatures known good, and runs that failed or found them stale.
+SIG_GOOD = ("ok", "updated", "current", "fresh")
+SIG_BAD = ("failed", "stale")
+
 # (DayCounts field, kind, verdict or None for any): figures that are plain counts.
 TALLIES = (
     ("delivered", "scan", DELIVER),
@@ -134,7 +138,8 @@ class Signatures:
     verdict: str
     detail: str
     runs: int  # sigupdate runs during the day
-    failures: int
+    failures: int  # of them, failed or found the signatures stale
+    good_age: float | None  # seconds from the last good update to the end of the day (or now)
 
 
 @dataclass(frozen=True)
@@ -268,7 +273,7 @@ def summarize(db: sqlite3.Connection, spool: Spool, day: date, now: float, host:
         hours=count_hours(db, start, end),
         scan_ms=average_scan_ms(db, start, end),
         outages=measure_outages(db, start, min(end, now)),
-        signatures=last_signatures(db, start, end),
+        signatures=last_signatures(db, start, min(end, now)),
         backlog=measure_backlog(spool, now),
         blocked=list_blocked(db, spool, start, end, now),
     )
@@ -431,12 +436,20 @@ def last_signatures(db: sqlite3.Connection, start: float, end: float) -> Signatu
     ).fetchone()
     if last is None:
         return None
+    bad = ",".join("?" * len(SIG_BAD))
     runs, failures = db.execute(
-        "SELECT count(*), total(verdict != 'ok') FROM events WHERE kind = 'sigupdate' "
+        f"SELECT count(*), total(verdict IN ({bad})) FROM events WHERE kind = 'sigupdate' "
         "AND time >= ? AND time < ?",
-        (start, end),
+        (*SIG_BAD, start, end),
     ).fetchone()
-    return Signatures(last[0], last[1], printable(last[2]), runs, int(failures))
+    good = ",".join("?" * len(SIG_GOOD))
+    [good_time] = db.execute(
+        f"SELECT max(time) FROM events WHERE kind = 'sigupdate' AND verdict IN ({good}) "
+        "AND time < ?",
+        (*SIG_GOOD, end),
+    ).fetchone()
+    good_age = None if good_time is None else end - good_time
+    return Signatures(last[0], last[1], printable(last[2], 600), runs, int(failures), good_age)
 
 
 def measure_folder(spool: Spool, name: str, now: float) -> Folder:

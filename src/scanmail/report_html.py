@@ -305,7 +305,7 @@ def _details(report: Report, svg: bool) -> Iterator[str]:
     yield _tally_panel("Top senders of blocked mail", report.senders, "sender")
     yield _tally_panel("Top recipients of blocked mail", report.recipients, "recipient")
     yield _tally_panel("Attachment names in blocked mail", report.attachments, "file name")
-    yield _tally_panel("Delivery failures", report.failures, "reason")
+    yield _tally_panel("Delivery failures", report.failures, "reply")
     yield f'<div class="panel"><h2>Spool now</h2>{_backlog(report)}</div>'
     yield "</section>"
     yield from _blocked(report)
@@ -376,7 +376,9 @@ def _scanner(report: Report) -> str:
         rows.append(("Signatures", f"{sig.verdict} at {moment(sig.time)}"))
         if sig.detail:
             rows.append(("", sig.detail))
-        rows.append(("Updates", f"{sig.runs} during the day, {sig.failures} failed"))
+        good = "none recorded" if sig.good_age is None else f"{duration(sig.good_age)} old"
+        rows.append(("Last good", good))
+        rows.append(("Updates", f"{sig.runs} during the day, {sig.failures} failed or stale"))
     return _pairs(rows)
 
 

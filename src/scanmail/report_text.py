@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
@@ -11,6 +12,7 @@ if TYPE_CHECKING:
 
 WIDTH = 80
 BAR = 44
+BLOCKED = 20  # quarantined messages listed; the page lists more
 JUMP = "<<"
 
 # (DayCounts field, label, indent): the figures compared with the previous 7 days.
@@ -26,7 +28,7 @@ FIGURES = (
     ("released", "Released by the admin", 0),
     ("deleted", "Deleted by the admin", 0),
     ("forwarded", "Forwarded to the mail server", 0),
-    ("deferred", "deferred", 2),
+    ("deferred", "deferred (tries)", 2),
     ("failed", "failed", 2),
     ("bounces", "Bounces (DSNs) sent", 0),
 )
@@ -85,7 +87,7 @@ def render_text(report: Report) -> str:
         _tallies("Top senders of blocked mail", report.senders),
         _tallies("Top recipients of blocked mail", report.recipients),
         _tallies("Attachment names in blocked mail", report.attachments),
-        _tallies("Delivery failures", report.failures),
+        _tallies("Delivery failures by reply", report.failures),
         _hours(report.hours),
         _scanner(report),
         _backlog(report),
@@ -162,10 +164,18 @@ def _scanner(report: Report) -> Iterator[str]:
         yield "  signatures: no update recorded yet"
     else:
         yield fit(f"  signatures: {sig.verdict} at {moment(sig.time)}", WIDTH)
-        if sig.detail:
-            yield fit(f"    {sig.detail}", WIDTH)
-        yield f"  updates today: {sig.runs}, {sig.failures} failed"
+        for line in textwrap.wrap(sig.detail, WIDTH - 6, max_lines=4, placeholder=" \u2026"):
+            yield f"    {line}"
+        yield f"  last good update: {_age(sig.good_age, report.partial)}"
+        yield f"  updates during the day: {sig.runs}, {sig.failures} failed or stale"
     yield ""
+
+
+def _age(seconds: float | None, partial: bool) -> str:
+    """How old the signatures were at the end of the day (or now, for today)."""
+    if seconds is None:
+        return "none recorded"
+    return f"{duration(seconds)} old " + ("now" if partial else "at the end of the day")
 
 
 def _backlog(report: Report) -> Iterator[str]:
@@ -187,10 +197,10 @@ def _blocked(report: Report) -> Iterator[str]:
     total = report.counts.quarantined
     if not report.blocked:
         return
-    shown = len(report.blocked)
+    shown = min(len(report.blocked), BLOCKED)
     heading = "Quarantined during the day"
     yield heading + (f" ({shown} newest of {total:,})" if shown < total else f" ({total:,})")
-    for item in report.blocked:
+    for item in report.blocked[:BLOCKED]:
         yield from _blocked_item(item)
     yield ""
 
