@@ -60,6 +60,13 @@ def test_a_message_without_record_is_listed_from_its_envelope(spool_root):
         qid, "unknown", SENDER, (RCPT,))
 
 
+def test_a_mangled_record_does_not_break_the_list(spool_root):
+    qid = store(spool_root, message("mangled"))
+    (spool_root / "quarantine" / f"{qid}.d" / "record").write_text("Time: soon\nSize: big\n")
+    [record] = quarantine.records(Spool(spool_root))
+    assert (record.qid, record.reason) == (qid, "unknown")
+
+
 def test_release_moves_the_identical_file_to_outgoing_and_records_who(spool_root, events):
     qid = store(spool_root, message("false alarm"))
     original = (spool_root / "quarantine" / qid).read_bytes()

@@ -193,7 +193,7 @@ def load_record(spool: Spool, qid: str) -> Record:
     path = message_path(spool, qid)
     try:
         return read_record(spool, qid)
-    except GatewayError:
+    except (GatewayError, ValueError):  # missing, or mangled by hand (Time: not a number)
         pass
     st = path.stat()
     sender, size = "", st.st_size
