@@ -335,7 +335,7 @@ def _drop_stale_extras(spool: Spool, cutoff: float) -> None:
             qid = entry.name[:-2]
             if (spool.quarantine / qid).exists():
                 continue
-            with contextlib.suppress(GatewayError, OSError):
+            with contextlib.suppress(GatewayError, OSError, ValueError):
                 stored = read_record(spool, qid).time or entry.stat().st_mtime
                 if stored < cutoff:
                     shutil.rmtree(entry.path, ignore_errors=True)
