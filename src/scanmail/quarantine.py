@@ -335,9 +335,11 @@ def _drop_stale_extras(spool: Spool, cutoff: float) -> None:
             qid = entry.name[:-2]
             if (spool.quarantine / qid).exists():
                 continue
-            with contextlib.suppress(GatewayError, OSError, ValueError):
-                stored = read_record(spool, qid).time or entry.stat().st_mtime
-                if stored < cutoff:
+            stored = 0.0
+            with contextlib.suppress(GatewayError, ValueError):  # no record, or mangled
+                stored = read_record(spool, qid).time
+            with contextlib.suppress(OSError):
+                if (stored or entry.stat().st_mtime) < cutoff:
                     shutil.rmtree(entry.path, ignore_errors=True)
 
 
