@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-import quopri
+import binascii
 from email.message import EmailMessage
 from email.policy import SMTP
 from pathlib import Path
@@ -43,7 +43,8 @@ def raw_message(part_headers: str, payload: bytes, encoding: str = "base64",
     if encoding == "base64":
         body = base64.encodebytes(payload)
     elif encoding == "quoted-printable":
-        body = quopri.encodestring(payload)
+        # b2a_qp picks CRLF soft breaks when the data holds CRLF; make them all LF first.
+        body = binascii.b2a_qp(payload, quotetabs=True, istext=False).replace(b"\r\n", b"\n")
     else:
         body = payload
     return (

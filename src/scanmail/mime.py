@@ -2,31 +2,54 @@
 
 Python's email package holds a whole message in memory several times over (a 68 MB
 message peaks near 400 MB); a gateway must take a 50 MB attachment on a small box, so
-this walk reads line by line and writes each decoded part straight to a file. Names are
-read by scanmail.names; archive members (zip, TNEF) by scanmail.archive.
+this walk reads line by line and writes each decoded part straight to a file.
+
+Where a message is ambiguous (a broken encoding, an odd boundary, a duplicated header)
+mail clients disagree about what it holds, and a virus can hide in the reading the
+gateway did not make. So the walk notes every ambiguity, decodes such parts in every
+common way (scanmail.decoders), and carves base64 runs out of the raw message whatever
+its structure claims. Names are read by scanmail.names; archives by scanmail.archive.
 """
 
 from __future__ import annotations
 
-import binascii
 import contextlib
+import hashlib
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from email.message import Message
+from email.policy import compat32
 from pathlib import Path
 from typing import BinaryIO
 
-from scanmail import archive, names
+from scanmail import archive, decoders, names
 
 MAX_LINE = 1 << 20  # longer lines are read in pieces
 MAX_HEADER_BLOCK = 1 << 20
+READ_SIZE = 1 << 18
+ALT_MAX = 4 << 20  # odd bodies up to this size get every lenient reading
+CARVE_ALWAYS = 2 << 20  # messages up to this size are always carved for base64 runs
+CARVE_MAX = 64 << 20  # ambiguous messages up to this size are carved
 _FLUSH = 1 << 20
-_B64_DELETE = bytes(c for c in range(256) if chr(c) not in
-                    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _TEXT_SNIFF = 1 << 16
 _HEADER_LINE = re.compile(rb"[!-9;-~]+[ \t]*:|[ \t]")
+_EOL = re.compile(rb"\r\n|\r|\n")
+_DASH_LINE = re.compile(rb"[\r\n]--")
+_CARVE = re.compile(rb"(?:^[ \t]*[A-Za-z0-9+/]{4,}={0,2}[ \t]*\n)+", re.MULTILINE)
+_RAGGED_B64 = re.compile(  # a line of whole quads and a ragged end, with more data after it
+    rb"^[ \t]*(?:[A-Za-z0-9+/]{4})*[A-Za-z0-9+/]{1,3}[ \t]*\r?\n(?=[ \t]*[A-Za-z0-9+/])",
+    re.MULTILINE,
+)
+_B64_ALLOWED = decoders.B64_ALPHABET + b"=\r\n \t"
+
+UU_ENCODINGS = ("x-uuencode", "uuencode", "x-uue", "uue", "x-uu")
+YENC_ENCODINGS = ("x-yencode", "yencode", "x-yenc", "yenc")
+BINHEX_ENCODINGS = ("x-binhex", "binhex", "mac-binhex40", "x-binhex40", "binhex40")
+IDENTITY = ("7bit", "8bit", "binary", "")
+MESSAGE_TYPES = ("message/rfc822", "message/global")
 
 
 class LimitExceeded(Exception):
@@ -49,7 +72,7 @@ class Part:
     index: int
     depth: int
     content_type: str
-    origin: str  # mime | uuencode | zip | tnef
+    origin: str  # mime | alternate | carved | uuencode | zip | tnef
     names: list[str] = field(default_factory=list)
     path: Path | None = None  # the decoded bytes, for leaves
     size: int = 0
@@ -57,7 +80,7 @@ class Part:
 
 @dataclass
 class Explosion:
-    """Everything a message decodes into."""
+    """Everything a message decodes into, and what was odd about it."""
 
     parts: list[Part] = field(default_factory=list)
     defects: list[str] = field(default_factory=list)
@@ -82,45 +105,143 @@ def safe_name(name: str, index: int) -> str:
 
 
 class _Lines:
-    """Lines of a stream with one line of push-back; a long line comes in pieces."""
+    """Lines of a file, split at CRLF, LF or a lone CR (as mail clients do), with offsets."""
 
     def __init__(self, source: BinaryIO) -> None:
         self.source = source
+        self.fd = source.fileno()
+        self.base = source.tell()
+        self.buf = b""
+        self.pos = 0
+        self.eof = False
+        self.offset = 0  # where the next line starts, from base
         self.pushed: bytes | None = None
-        self.bol = True  # is the next line at the beginning of a line?
+        self.bol = True
 
     def next(self) -> tuple[bytes, bool]:
+        """The next line with its ending, and whether it starts at the beginning of a line."""
         if self.pushed is not None:
             line, self.pushed = self.pushed, None
-            bol = True
-        else:
-            line = self.source.readline(MAX_LINE)
-            bol = self.bol
-        self.bol = line.endswith(b"\n")
+            self.offset += len(line)
+            self.bol = True
+            return line, True
+        while True:
+            match = _EOL.search(self.buf, self.pos)
+            if match and not (match.group() == b"\r" and match.end() == len(self.buf)
+                              and not self.eof):
+                end = match.end()
+                break
+            if len(self.buf) - self.pos >= MAX_LINE or self.eof:
+                end = min(len(self.buf), self.pos + MAX_LINE)
+                break
+            self._read()
+        line = self.buf[self.pos : end]
+        self.pos = end
+        self.offset += len(line)
+        bol = self.bol
+        self.bol = line.endswith((b"\n", b"\r"))
         return line, bol
+
+    def block(self) -> bytes:
+        """Whole lines up to the next line that starts with '--' (a boundary candidate).
+
+        Leaf bodies are read this way, in large blocks rather than line by line: a
+        boundary can only be a line that starts with two dashes.
+        """
+        if self.pushed is not None or not self.bol:
+            return b""
+        while True:
+            buf, pos = self.buf, self.pos
+            if len(buf) - pos < 2 and not self.eof:
+                self._read()
+                continue
+            if pos >= len(buf) or buf.startswith(b"--", pos):
+                return b""
+            match = _DASH_LINE.search(buf, pos)
+            if match:
+                end = match.start() + 1
+            else:
+                last = max(buf.rfind(b"\n", pos), buf.rfind(b"\r", pos))
+                if last == len(buf) - 1 and buf[last] == 13 and not self.eof:
+                    last = max(buf.rfind(b"\n", pos, last), buf.rfind(b"\r", pos, last))
+                if last < pos or (not self.eof and len(buf) - pos < READ_SIZE):
+                    if self.eof:
+                        return b""
+                    self._read()
+                    continue
+                end = last + 1
+            block = buf[pos:end]
+            self.pos = end
+            self.offset += len(block)
+            return block
+
+    def _read(self) -> None:
+        chunk = self.source.read(READ_SIZE)
+        self.buf = self.buf[self.pos :] + chunk
+        self.pos = 0
+        self.eof = not chunk
 
     def push(self, line: bytes) -> None:
         self.pushed = line
-        self.bol = True
+        self.offset -= len(line)
+
+    def read_raw(self, start: int, end: int) -> bytes:
+        """Bytes [start, end) of this stream, read again from the file."""
+        return os.pread(self.fd, end - start, self.base + start)
 
 
-def _content_type(header_block: bytes) -> tuple[str, str, str]:
-    """(type/subtype, boundary, transfer encoding), read the way Python's email does."""
+@dataclass(frozen=True)
+class _Head:
+    """What a part's headers say about its body."""
+
+    ctype: str
+    boundaries: frozenset[bytes]
+    encodings: tuple[str, ...]
+    odd: tuple[str, ...]
+
+    @property
+    def encoding(self) -> str:
+        return self.encodings[0] if self.encodings else ""
+
+
+def _head(header_block: bytes) -> _Head:
+    """Content type, every reading of the boundary, the transfer encodings, oddities."""
     values = names.header_values(header_block)
-    ctype = next((v for k, v in values if k == "content-type"), "")
-    cte = next((v for k, v in values if k == "content-transfer-encoding"), "")
-    main = ctype.split(";", 1)[0].strip().lower()
-    if main.count("/") != 1:
-        main = ""
-    boundary = ""
-    match = re.search(r"""(?i)(?:^|;)\s*boundary\s*=\s*(?:"([^"]*)"|([^;\s]*))""", ctype)
-    if match:
-        boundary = match.group(1) if match.group(1) is not None else match.group(2)
-    return main, boundary, cte.strip().lower().split(";")[0].strip()
+    ctypes = [v for k, v in values if k == "content-type"]
+    ctes = [v for k, v in values if k == "content-transfer-encoding"]
+    odd = []
+    if len(ctypes) > 1 or len(ctes) > 1:
+        odd.append("duplicate content header")
+    main = ctypes[0].split(";", 1)[0].strip().lower() if ctypes else ""
+    if main and not re.fullmatch(r"[a-z0-9!#$&.+^_-]+/[a-z0-9!#$&.+^_-]+", main):
+        odd.append(f"odd content type {main[:40]!r}")
+        main = main.replace(" ", "") if main.replace(" ", "").count("/") == 1 else ""
+    boundaries: set[str] = set()
+    if ctypes:
+        boundaries = {b for b in names.raw_readings(ctypes, ("boundary",)) if b}
+        standard = Message(policy=compat32)
+        standard["Content-Type"] = ctypes[0]
+        with contextlib.suppress(Exception):
+            if standard.get_boundary():
+                boundaries.add(str(standard.get_boundary()))
+        boundaries = {b.strip().strip("\"'") for b in boundaries if ";" not in b}
+        if len(boundaries) > 1:
+            odd.append("ambiguous boundary")
+    encodings = tuple(dict.fromkeys(re.findall(r"[a-z0-9-]+", " ".join(ctes).lower())))
+    known = ("base64", "quoted-printable", *UU_ENCODINGS, *YENC_ENCODINGS, *BINHEX_ENCODINGS,
+             *IDENTITY)
+    if len(encodings) > 1 or any(e not in known for e in encodings):
+        odd.append(f"odd transfer encoding {' '.join(encodings)[:40]!r}")
+    if main in ("application/mac-binhex40", "application/binhex") and not encodings:
+        encodings = ("binhex",)
+    return _Head(
+        main, frozenset(b.encode("utf-8", "surrogateescape") for b in boundaries if b),
+        encodings, tuple(odd),
+    )
 
 
 class _Sink:
-    """Decodes a leaf's body lines into a file, within the byte budget."""
+    """Decodes a leaf's body lines into a file, within the byte budget; notes oddities."""
 
     def __init__(self, path: Path, encoding: str, charge: Callable[[int], None]) -> None:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
@@ -130,39 +251,61 @@ class _Sink:
         self.buffer: list[bytes] = []
         self.buffered = 0
         self.b64_rest = b""
+        self.pad_seen = False
         self.pending_eol = b""
         self.size = 0
+        self.odd = ""
 
-    def feed(self, line: bytes, bol: bool) -> None:
+    def feed(self, line: bytes) -> None:
         if self.encoding in ("base64", "quoted-printable"):
             self.buffer.append(line)
             self.buffered += len(line)
-            if self.buffered >= _FLUSH and line.endswith(b"\n"):
+            if self.buffered >= _FLUSH and line.endswith((b"\n", b"\r")):
                 self._flush()
+            return
+        if self.encoding in UU_ENCODINGS:
+            if not line.startswith(b"begin"):
+                self._write(decoders.uu_line(line))
             return
         # Identity: the line end before a boundary belongs to the boundary (RFC 2046 5.1.1).
         if self.pending_eol:
             self._write(self.pending_eol)
-        body = line.rstrip(b"\r\n")
-        self.pending_eol = line[len(body):]
-        self._write(body)
+        eol = 2 if line.endswith(b"\r\n") else 1 if line.endswith((b"\n", b"\r")) else 0
+        self.pending_eol = line[len(line) - eol :] if eol else b""
+        self._write(line[: len(line) - eol])
 
     def _flush(self, final: bool = False) -> None:
         data = b"".join(self.buffer)
         self.buffer, self.buffered = [], 0
         if self.encoding == "base64":
-            # Lenient like most clients: skip junk and padding, decode what is left.
-            chars = self.b64_rest + data.translate(None, _B64_DELETE)
+            self._check_base64(data)
+            chars = self.b64_rest + data.translate(None, decoders.B64_DELETE)
             usable = len(chars) if final else len(chars) - len(chars) % 4
             chars, self.b64_rest = chars[:usable], chars[usable:]
-            if final and len(chars) % 4 == 1:
-                chars = chars[:-1]
-            if chars:
-                self._write(binascii.a2b_base64(chars + b"=" * (-len(chars) % 4)))
+            self._write(decoders.b64(chars))
         else:
+            if not self.odd and not decoders.is_plain_qp(data):
+                self.odd = "odd quoted-printable"
             if final:
                 data = data.rstrip(b"\r\n")
-            self._write(binascii.a2b_qp(data))
+            self._write(decoders.qp_standard(data))
+
+    def _check_base64(self, data: bytes) -> None:
+        if self.odd:
+            return
+        if data.translate(None, _B64_ALLOWED):
+            self.odd = "junk in base64"
+            return
+        stripped = data.strip()
+        if self.pad_seen and stripped:
+            self.odd = "base64 data after padding"
+        elif b"=" in stripped.rstrip(b"=").rstrip():
+            self.odd = "base64 padding inside data"
+        elif re.search(rb"\S[ \t]*(?:\r\n|\n)[ \t]*(?:\r\n|\n)[ \t]*\S", data):
+            self.odd = "blank line inside base64"
+        elif _RAGGED_B64.search(data):  # every encoder writes lines of whole quads
+            self.odd = "ragged base64 lines"
+        self.pad_seen = self.pad_seen or stripped.endswith(b"=")
 
     def _write(self, data: bytes) -> None:
         if data:
@@ -208,29 +351,52 @@ class Walker:
         part.path = path
         return path
 
+    def add_decoded(self, parent: Part, data: bytes, origin: str) -> Part:
+        """A further reading of a part's body, as a part of its own."""
+        part = self.new_part(parent.depth, parent.content_type, origin, list(parent.names))
+        self.charge(len(data))
+        path = self.new_file(part)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        part.size = len(data)
+        self.after_leaf(part)
+        return part
+
     # -- MIME ---------------------------------------------------------------------
     def walk(self, source: BinaryIO, depth: int = 0) -> Explosion:
         lines = _Lines(source)
         self.entity(lines, [], depth, "text/plain")
+        if depth == 0:
+            self.carve(lines)
         return self.result
 
-    def entity(self, lines: _Lines, bounds: list[bytes], depth: int, default: str) -> bytes | None:
+    def entity(
+        self, lines: _Lines, bounds: list[frozenset[bytes]], depth: int, default: str
+    ) -> bytes | None:
         """Read one entity (headers and body); return the boundary line that ended it."""
         header, ended = self.headers(lines, bounds)
-        ctype, boundary, cte = _content_type(header)
-        ctype = ctype or default
+        head = _head(header)
+        self.result.defects.extend(head.odd)
+        ctype = head.ctype or default
         part = self.new_part(depth, ctype, "mime", names.names_from_headers(header))
         if ended is not None:
             return ended
-        if ctype.startswith("multipart/") and boundary:
-            return self.multipart(lines, bounds, depth, ctype, boundary.encode("utf-8", "replace"))
-        if ctype == "message/rfc822" and cte in ("", "7bit", "8bit", "binary"):
+        if ctype.startswith("multipart/") and head.boundaries:
+            return self.multipart(lines, bounds, depth, ctype, head.boundaries)
+        if ctype in MESSAGE_TYPES and head.encoding in IDENTITY:
             return self.entity(lines, bounds, depth + 1, "text/plain")
-        ended = self.leaf(lines, bounds, part, cte)
-        self.after_leaf(part, encapsulated=ctype == "message/rfc822")
+        start = lines.offset
+        ended, end, odd = self.leaf(lines, bounds, part, head.encoding)
+        if odd or head.odd or head.encoding in (*UU_ENCODINGS, *YENC_ENCODINGS,
+                                                  *BINHEX_ENCODINGS):
+            if odd:
+                self.result.defects.append(odd)
+            self.alternates(part, lines, start, end, head.encodings)
+        self.after_leaf(part, encapsulated=ctype in MESSAGE_TYPES)
         return ended
 
-    def headers(self, lines: _Lines, bounds: list[bytes]) -> tuple[bytes, bytes | None]:
+    def headers(self, lines: _Lines, bounds: list[frozenset[bytes]]) -> tuple[bytes, bytes | None]:
         block: list[bytes] = []
         size = 0
         while True:
@@ -239,7 +405,7 @@ class Walker:
                 return b"".join(block), b""
             if bol and _boundary(line, bounds) is not None:
                 return b"".join(block), line
-            if bol and line in (b"\n", b"\r\n"):
+            if bol and line in (b"\n", b"\r\n", b"\r"):
                 return b"".join(block), None
             if not block and line.startswith(b"From "):
                 continue  # an mbox "From " line, not a header (Python skips it too)
@@ -253,13 +419,14 @@ class Walker:
             block.append(line)
 
     def multipart(
-        self, lines: _Lines, bounds: list[bytes], depth: int, ctype: str, boundary: bytes
+        self, lines: _Lines, bounds: list[frozenset[bytes]], depth: int, ctype: str,
+        boundaries: frozenset[bytes],
     ) -> bytes | None:
-        inner = [*bounds, boundary]
+        inner = [*bounds, boundaries]
         child_default = "message/rfc822" if ctype == "multipart/digest" else "text/plain"
         ended = self.skip_to_boundary(lines, inner)  # the preamble
         while True:
-            if ended is None or ended == b"":
+            if not ended:
                 self.result.defects.append("multipart without close delimiter")
                 return ended
             which = _boundary(ended, inner)
@@ -271,7 +438,7 @@ class Walker:
                 return self.skip_to_boundary(lines, bounds)  # the epilogue
             ended = self.entity(lines, inner, depth + 1, child_default)
 
-    def skip_to_boundary(self, lines: _Lines, bounds: list[bytes]) -> bytes | None:
+    def skip_to_boundary(self, lines: _Lines, bounds: list[frozenset[bytes]]) -> bytes | None:
         while True:
             line, bol = lines.next()
             if not line:
@@ -279,19 +446,65 @@ class Walker:
             if bol and _boundary(line, bounds) is not None:
                 return line
 
-    def leaf(self, lines: _Lines, bounds: list[bytes], part: Part, cte: str) -> bytes | None:
-        encoding = cte if cte in ("base64", "quoted-printable") else "identity"
+    def leaf(
+        self, lines: _Lines, bounds: list[frozenset[bytes]], part: Part, encoding: str
+    ) -> tuple[bytes | None, int, str]:
+        """Decode a leaf body; return what ended it, where the body ends, and any oddity."""
         sink = _Sink(self.new_file(part), encoding, self.charge)
+        ended: bytes | None = None
         try:
             while True:
+                block = lines.block()
+                if block:
+                    sink.feed(block)
+                    continue
                 line, bol = lines.next()
                 if not line:
-                    return b"" if bounds else None
+                    ended = b"" if bounds else None
+                    end = lines.offset
+                    break
                 if bol and line.startswith(b"--") and _boundary(line, bounds) is not None:
-                    return line
-                sink.feed(line, bol)
+                    ended, end = line, lines.offset - len(line)  # the body ends before it
+                    break
+                sink.feed(line)
         finally:
             part.size = sink.close()
+        return ended, end, sink.odd
+
+    # -- every reading of an ambiguous body -------------------------------------------
+    def alternates(
+        self, part: Part, lines: _Lines, start: int, end: int, encodings: tuple[str, ...]
+    ) -> None:
+        """Decode an odd body in every common way; keep the readings that differ."""
+        if end - start > ALT_MAX:
+            self.result.defects.append(f"part {part.index}: too large for lenient readings")
+            return
+        raw = lines.read_raw(start, end)
+        seen = {_digest_file(part.path)} if part.path else set()
+        for data in _readings(raw, encodings):
+            digest = hashlib.md5(data).digest()
+            if digest not in seen:
+                seen.add(digest)
+                self.add_decoded(part, data, "alternate")
+
+    def carve(self, lines: _Lines) -> None:
+        """Base64 runs anywhere in the raw message, whatever its structure says."""
+        size = lines.offset
+        if size > CARVE_MAX or (size > CARVE_ALWAYS and not self.result.defects):
+            return
+        raw = lines.read_raw(0, size).replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        runs = [m.group() for m in _CARVE.finditer(raw) if len(m.group()) >= 16]
+        if not runs:
+            return
+        seen = {_digest_file(p.path) for p in self.result.parts if p.path is not None}
+        holder = Part(-1, 0, "application/octet-stream", "carved")
+        for run in runs:
+            for reading in (decoders.b64_skip_junk, decoders.b64_restart_at_pad):
+                data = reading(run)
+                digest = hashlib.md5(data).digest()
+                if len(data) >= 8 and digest not in seen:
+                    seen.add(digest)
+                    self.add_decoded(holder, data, "carved")
 
     # -- what a decoded leaf holds --------------------------------------------------
     def after_leaf(self, part: Part, encapsulated: bool = False) -> None:
@@ -306,9 +519,15 @@ class Walker:
             head = handle.read(_TEXT_SNIFF)
         if b"begin" in head or part.content_type.startswith("text/"):
             self.uudecode(part)
+        if part.size <= ALT_MAX and (b"=ybegin" in head or b"with BinHex" in head):
+            text = part.path.read_bytes()
+            decoded = decoders.ydecode(text) if b"=ybegin" in head else decoders.binhex_decode(text)
+            if decoded:
+                self.add_decoded(part, decoded, "alternate")
         archive.look_inside(self, part, head)
 
     def uudecode(self, part: Part) -> None:
+        """Files uuencoded inside a text body ('begin MODE NAME' ... 'end')."""
         assert part.path is not None
         with open(part.path, "rb") as handle:
             current: _Sink | None = None
@@ -321,8 +540,8 @@ class Walker:
                         current_part = self.new_part(
                             part.depth + 1, "application/octet-stream", "uuencode", [name]
                         )
-                        encoding = "base64" if match.group(1) else "uuencode"
-                        current = _UuSink(self.new_file(current_part), encoding, self.charge)
+                        encoding = "base64" if match.group(1) else "x-uuencode"
+                        current = _Sink(self.new_file(current_part), encoding, self.charge)
                     continue
                 if line.strip() in (b"end", b"===="):
                     assert current_part is not None
@@ -330,41 +549,51 @@ class Walker:
                     self.after_leaf(current_part)
                     current = current_part = None
                     continue
-                current.feed(line, True)
+                current.feed(line)
             if current is not None and current_part is not None:
                 current_part.size = current.close()
                 self.after_leaf(current_part)
 
 
-class _UuSink(_Sink):
-    """A uuencode (or begin-base64) block."""
+def _readings(raw: bytes, encodings: tuple[str, ...]) -> Iterator[bytes]:
+    """Every reading of a raw body under each encoding its header names, and stacked."""
+    tried = [e for e in encodings if e not in IDENTITY] or ["base64", "quoted-printable"]
+    for encoding in tried:
+        if encoding in ("base64", "quoted-printable"):
+            yield from decoders.readings(raw, encoding)
+        elif encoding in UU_ENCODINGS:
+            yield decoders.uudecode(raw)
+        elif encoding in YENC_ENCODINGS:
+            yield decoders.ydecode(raw)
+        elif encoding in BINHEX_ENCODINGS:
+            yield decoders.binhex_decode(raw)
+        else:  # an encoding no one knows: try the common ones
+            yield from decoders.readings(raw, "base64")
+            yield from decoders.readings(raw, "quoted-printable")
+    if "base64" in tried and "quoted-printable" in tried:
+        yield from decoders.readings(decoders.qp_standard(raw), "base64")
+        yield decoders.qp_standard(decoders.b64_skip_junk(raw))
 
-    def feed(self, line: bytes, bol: bool) -> None:
-        if self.encoding == "base64":
-            super().feed(line, bol)
-            return
-        data = line.rstrip(b"\r\n")
-        if not data:
-            return
-        try:
-            self._write(binascii.a2b_uu(data))
-        except binascii.Error:
-            # Some encoders pad short lines wrongly; decode by the length byte alone.
-            length = (data[0] - 32) & 63
-            with contextlib.suppress(binascii.Error):
-                self._write(binascii.a2b_uu(data[: 1 + (length + 2) // 3 * 4])[:length])
+
+def _digest_file(path: Path | None) -> bytes:
+    digest = hashlib.md5()
+    if path is not None:
+        with open(path, "rb") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+    return digest.digest()
 
 
-def _boundary(line: bytes, bounds: list[bytes]) -> tuple[int, bool] | None:
+def _boundary(line: bytes, bounds: list[frozenset[bytes]]) -> tuple[int, bool] | None:
     """(level, closing) if line is a delimiter of one of bounds, innermost first."""
     if not line.startswith(b"--") or not bounds:
         return None
-    text = line.rstrip()
+    text = line.rstrip()[2:]
     for level in range(len(bounds) - 1, -1, -1):
-        delimiter = b"--" + bounds[level]
-        if text == delimiter:
+        candidates = bounds[level]
+        if text in candidates:
             return level, False
-        if text == delimiter + b"--":
+        if text.endswith(b"--") and text[:-2] in candidates:
             return level, True
     return None
 

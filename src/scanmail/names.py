@@ -63,15 +63,15 @@ def _rfc2231(value: str) -> str:
     return _percent(value, "utf-8") if "%" in value else value
 
 
-def raw_readings(values: Iterable[str]) -> set[str]:
-    """Every name a lenient client could take from a part's Content-* header values."""
+def raw_readings(values: Iterable[str], keys: tuple[str, ...] = NAME_KEYS) -> set[str]:
+    """Every value a lenient client could take for keys from a part's Content-* headers."""
     found: set[str] = set()
     segments: dict[str, list[tuple[int, bool, str]]] = {}
     for value in values:
         for text in {value, _COMMENT.sub("", value)}:
             for match in _PARAM.finditer(text):
                 key = match.group("key").lower().lstrip(";")
-                if key not in NAME_KEYS and not key.endswith(NAME_KEYS):
+                if not key.endswith(keys):
                     continue
                 raw = match.group("dq")
                 if raw is None:
@@ -83,7 +83,7 @@ def raw_readings(values: Iterable[str]) -> set[str]:
                 num, ext = match.group("num"), bool(match.group("ext"))
                 if num is not None:
                     # Continuations may be spread over duplicated headers (RFC 2231 section 3).
-                    base = "filename" if key.endswith("filename") else "name"
+                    base = max((k for k in keys if key.endswith(k)), key=len)
                     segments.setdefault(base, []).append((int(num), ext, raw))
                 found.add(raw)
                 found.add(_decode_words(raw))

@@ -25,7 +25,7 @@ def eicar() -> bytes:
     return "".join(parts).encode("ascii")
 
 
-def testfiles() -> list[Path]:
+def sample_files() -> list[Path]:
     """Every file of the clamav-testfiles package."""
     if not TESTFILES.is_dir():
         raise FileNotFoundError(f"{TESTFILES} missing: apt-get install clamav-testfiles")
@@ -35,7 +35,7 @@ def testfiles() -> list[Path]:
 def build_database(db_dir: Path) -> Path:
     """Write test.hdb: sigtool --md5 of every test file, plus the EICAR string's hash."""
     db_dir.mkdir(parents=True, exist_ok=True)
-    files = testfiles()
+    files = sample_files()
     listing = subprocess.run(
         ["sigtool", "--md5", *map(str, files)], check=True, capture_output=True, text=True
     ).stdout
