@@ -261,7 +261,8 @@ def test_check_gives_the_same_verdicts_as_a_pass_over_the_same_messages(
     qids = {enqueue(spool_root, path.read_bytes()).name: path.name for path in files}
     checked = scanmail(env, "check", *map(str, files))
     assert scanmail(env, "--once").exit_code == 0
-    by_name = dict(line.split(": ", 1) for line in checked.output.splitlines())
+    by_name = dict(line.split(": ", 1) for line in checked.stdout.splitlines())
+    assert ("warning: no patterns" in checked.stderr) is not name_rules
     passed = {qids[row["qid"]]: expected_line(row) for row in events(spool_root, "scan")}
     assert by_name == passed
     reasons = {line.split()[1] for line in by_name.values()}

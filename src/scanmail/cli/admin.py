@@ -267,6 +267,9 @@ def check_command(ctx: click.Context, files: tuple[Path, ...], rules_dir: Path |
         inspector = pipeline.Inspector(config)
         if rules_dir is not None:
             inspector.rules = load_rules(rules_dir)
+        if not inspector.rules.bad:  # a missing file is an empty list: say so
+            where = rules_dir or config.etc_dir
+            click.echo(f"scanmail: warning: no patterns in {where / 'matches.bad'}", err=True)
         code = ExitCode.OK
         for path in files:
             inspection = inspector.inspect(path)
