@@ -61,9 +61,14 @@ COLUMNS = (
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
+def storable(text: str) -> str:
+    """Text with raw 8-bit bytes (surrogate escapes) shown as U+FFFD, so UTF-8 can hold it."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def clean(text: str, limit: int = 200) -> str:
     """An untrusted value made safe for one log line: no control characters, bounded."""
-    text = _CONTROL.sub("?", text)
+    text = _CONTROL.sub("?", storable(text))
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -108,10 +113,13 @@ class Event:
         return " ".join(parts)
 
     def row(self) -> tuple[object, ...]:
-        return (
-            self.time, self.kind, self.qid, self.message_id, self.sender,
-            "\n".join(self.recipients), self.size, self.verdict, self.reason,
-            "\n".join(self.viruses), "\n".join(self.attachments), self.scan_ms, self.detail,
+        return tuple(
+            storable(value) if isinstance(value, str) else value
+            for value in (
+                self.time, self.kind, self.qid, self.message_id, self.sender,
+                "\n".join(self.recipients), self.size, self.verdict, self.reason,
+                "\n".join(self.viruses), "\n".join(self.attachments), self.scan_ms, self.detail,
+            )
         )
 
     @classmethod
