@@ -277,8 +277,10 @@ def test_lifetime_expires_while_the_relay_is_down(write_env) -> None:
 
 
 def test_421_drops_the_connection_and_the_next_message_goes_through(
-    config: Config, sink: Sink
+    write_env, sink: Sink
 ) -> None:
+    config = load_config(write_env(RELAY_HOST="127.0.0.1", RELAY_PORT=str(sink.port),
+                                   FWD_CONCURRENCY="1"))
     sink.handler.data_replies = ["421 4.3.2 Shutting down"]
     first = queue(config, "bob@corp.example")
     second = queue(config, "carol@corp.example")

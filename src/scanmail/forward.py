@@ -404,30 +404,39 @@ class Forwarder:
             else:
                 report.waiting += 1
         workers = min(self.config.fwd_concurrency, todo.qsize())
-        if workers:
+        if not workers:
+            return report
+        with EventLog(self.config.var_dir) as events:  # one connection, shared by the workers
             abort = threading.Event()
             with ThreadPoolExecutor(workers, thread_name_prefix="fwd") as pool:
-                futures = [pool.submit(self._work, todo, report, abort) for _ in range(workers)]
+                futures = [
+                    pool.submit(self._work, todo, events, report, abort) for _ in range(workers)
+                ]
             for future in futures:
                 future.result()  # re-raise a worker's run-level error (a spool write failed)
-        if report.relay_down:
-            self._expire_unreachable(todo, report)
+            if report.relay_down:
+                self._expire_unreachable(todo, events, report)
         return report
 
-    def _work(self, todo: queue.Queue[Path], report: PassReport, abort: threading.Event) -> None:
+    def _work(
+        self,
+        todo: queue.Queue[Path],
+        events: EventLog,
+        report: PassReport,
+        abort: threading.Event,
+    ) -> None:
         transport = self.transport()
         try:
-            with EventLog(self.config.var_dir) as events:
-                while not abort.is_set() and not report.relay_down:
-                    try:
-                        path = todo.get_nowait()
-                    except queue.Empty:
-                        return
-                    try:
-                        self.forward(path, transport, events, report)
-                    except RelayDown as exc:
-                        report.relay_down = str(exc)
-                        todo.put(path)
+            while not abort.is_set() and not report.relay_down:
+                try:
+                    path = todo.get_nowait()
+                except queue.Empty:
+                    return
+                try:
+                    self.forward(path, transport, events, report)
+                except RelayDown as exc:
+                    report.relay_down = str(exc)
+                    todo.put(path)
         except BaseException:
             abort.set()
             raise
@@ -450,26 +459,24 @@ class Forwarder:
         attempt = transport.deliver(message, pending) if pending else Attempt()
         self.settle(message, state, attempt, transport.name, events, report)
 
-    def _expire_unreachable(self, todo: queue.Queue[Path], report: PassReport) -> None:
+    def _expire_unreachable(
+        self, todo: queue.Queue[Path], events: EventLog, report: PassReport
+    ) -> None:
         """With the relay down, messages past FWD_MAX_AGE_DAYS bounce; the rest just wait."""
         now = self.clock()
-        left = 0
-        with EventLog(self.config.var_dir) as events:
-            while not todo.empty():
-                path = todo.get_nowait()
-                state = self.load_state(path)
-                if now - state.arrival < self.max_age:
-                    left += 1
-                    continue
-                try:
-                    message = read_spool_file(path)
-                except (OSError, MalformedSpoolFile):
-                    continue
-                pending = [r for r in message.envelope.recipients if r not in state.failed]
-                reply = Reply(451, f"4.4.1 relay unreachable: {report.relay_down}")
-                attempt = Attempt().refuse(pending, reply)
-                self.settle(message, state, attempt, "", events, report)
-        report.deferred += left
+        while not todo.empty():
+            path = todo.get_nowait()
+            state = self.load_state(path)
+            if now - state.arrival < self.max_age:
+                report.deferred += 1
+                continue
+            try:
+                message = read_spool_file(path)
+            except (OSError, MalformedSpoolFile):
+                continue
+            pending = [r for r in message.envelope.recipients if r not in state.failed]
+            reply = Reply(451, f"4.4.1 relay unreachable: {report.relay_down}")
+            self.settle(message, state, Attempt().refuse(pending, reply), "", events, report)
 
     # -- outcomes ----------------------------------------------------------------------
 
