@@ -432,3 +432,8 @@ def test_header_block() -> None:
     assert header_block(b"A: 1\r\nB: 2\r\n\r\nbody\r\n") == b"A: 1\r\nB: 2\r\n"
     assert header_block(b"A: 1\n\nbody\n") == b"A: 1\n"
     assert header_block(b"A: 1\r\n") == b"A: 1\r\n"
+
+
+def test_bad_setting_exits_78(write_env) -> None:
+    env = write_env(FWD_CONCURRENCY="0")
+    assert CliRunner().invoke(fwd_main, ["--config", str(env), "--once"]).exit_code == 78

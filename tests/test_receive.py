@@ -360,7 +360,7 @@ def test_starttls(write_env, tmp_path: Path) -> None:
         assert smtp.has_extn("starttls")
         smtp.starttls(context=client)
         smtp.ehlo()
-        assert not smtp.has_extn("starttls")
+        assert not smtp.has_extn("starttls") and not smtp.has_extn("auth")
         assert smtp.sendmail("ann@ext.example", ["bob@corp.example"], MESSAGE) == {}
     [path] = incoming(config)
     assert b" with ESMTPS id " in read_spool_file(path).read_message()
@@ -372,6 +372,17 @@ def test_cli_configuration_errors_exit_78(write_env, tmp_path: Path) -> None:
     assert result.exit_code == 78
     result = CliRunner().invoke(smtpd_main, ["--config", str(env), "--listen", "nonsense"])
     assert result.exit_code == 78
+
+
+def test_port_in_use_exits_75(config: Config) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        env = config.spool_dir / "etc" / "scanmail.env"
+        listen = f"127.0.0.1:{port}"
+        result = CliRunner().invoke(smtpd_main, ["--config", str(env), "--listen", listen])
+    assert result.exit_code == 75
 
 
 def start_daemon(

@@ -391,8 +391,11 @@ class Forwarder:
 
     # -- one pass ----------------------------------------------------------------------
 
-    def run_pass(self, flush: bool = False) -> PassReport:
-        """Try every complete file in outgoing whose retry time has come (all, with flush)."""
+    def run_pass(self, flush: bool = False, stop: threading.Event | None = None) -> PassReport:
+        """Try every complete file in outgoing whose retry time has come (all, with flush).
+
+        Setting stop (SIGTERM) ends the pass after the deliveries in progress.
+        """
         report = PassReport()
         now = self.clock()
         files = list_complete(self.spool.outgoing)
@@ -407,7 +410,7 @@ class Forwarder:
         if not workers:
             return report
         with EventLog(self.config.var_dir) as events:  # one connection, shared by the workers
-            abort = threading.Event()
+            abort = stop or threading.Event()
             with ThreadPoolExecutor(workers, thread_name_prefix="fwd") as pool:
                 futures = [
                     pool.submit(self._work, todo, events, report, abort) for _ in range(workers)
@@ -438,7 +441,7 @@ class Forwarder:
                     report.relay_down = str(exc)
                     todo.put(path)
         except BaseException:
-            abort.set()
+            abort.set()  # a run-level error: the other workers stop too
             raise
         finally:
             transport.close()
@@ -646,16 +649,16 @@ def run(
             return
         forwarder = Forwarder(config)
         if once:
-            report = forwarder.run_pass(flush)
-            if report.queued and not report.relay_down:
-                extra = forwarder.run_pass()  # deliver the reports and alerts just written
+            report = forwarder.run_pass(flush, stop)
+            if report.queued and not report.relay_down and not stop.is_set():
+                extra = forwarder.run_pass(stop=stop)  # the reports and alerts just written
                 report.deferred += extra.deferred
                 report.relay_down = extra.relay_down
             _check(report)
             return
         down = ""
         while not stop.is_set():
-            report = forwarder.run_pass(flush)
+            report = forwarder.run_pass(flush, stop)
             flush = False
             if report.relay_down and not down:
                 log.warning("relay down, mail waits in outgoing: %s", clean(report.relay_down))

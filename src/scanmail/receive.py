@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import email.utils
 import encodings.idna  # noqa: F401 - loaded now: after --user the library may be unreadable
+import errno
 import ipaddress
 import itertools
 import logging
@@ -29,7 +30,7 @@ from typing import Any, BinaryIO
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from scanmail.config import Config, Network
-from scanmail.errors import ConfigError, GatewayError, SpoolError
+from scanmail.errors import ConfigError, GatewayError, TempFailure
 from scanmail.events import clean
 from scanmail.spool import Envelope as SpoolEnvelope
 from scanmail.spool import Spool
@@ -207,6 +208,15 @@ class Handler:
     def __init__(self, policy: Policy, spool: Spool) -> None:
         self.policy = policy
         self.spool = spool
+
+    async def handle_EHLO(
+        self, server: SMTP, session: Session, envelope: Envelope, hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        # aiosmtpd offers AUTH after STARTTLS with mechanisms that always fail: an MX has
+        # no users, so say nothing about AUTH at all.
+        session.host_name = hostname
+        return [line for line in responses if not line[4:].upper().startswith("AUTH")]
 
     async def handle_MAIL(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
@@ -476,8 +486,14 @@ class Receiver:
         try:
             self.server = await loop.create_server(self.protocol, host or None, port,
                                                    reuse_address=True)
+        except PermissionError as exc:
+            raise ConfigError(
+                f"cannot listen on {host}:{port}: {exc.strerror} (start as root with --user, "
+                "or grant CAP_NET_BIND_SERVICE)"
+            ) from exc
         except OSError as exc:
-            raise SpoolError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+            hint = " (is another MTA running?)" if exc.errno == errno.EADDRINUSE else ""
+            raise TempFailure(f"cannot listen on {host}:{port}: {exc.strerror}{hint}") from exc
         log.info("listening on %s:%d", host, port)
 
     async def stop(self) -> None:
