@@ -255,6 +255,12 @@ def test_text_fits_80_columns_and_shows_no_control_characters(config, events, sp
     assert "Messages received" in text and "Eicar-Test-Signature" in text
 
 
+def test_printable_values_are_valid_utf8_without_controls_or_bidi_overrides():
+    assert report.printable("caf\udce9.exe") == "caf\ufffd.exe"  # a raw 8-bit byte
+    assert report.printable("a\x1b[31m\u202eb\u2066") == "a?[31m?b?"
+    assert report.printable("x" * 500) == "x" * 199 + "\u2026"
+
+
 def test_html_escapes_everything_that_came_from_a_message(config, events, spool_root):
     hostile_day(events, spool_root)
     page = render_page(make(config))

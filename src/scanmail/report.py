@@ -28,7 +28,7 @@ from typing import NamedTuple
 from scanmail import quarantine
 from scanmail.config import Config
 from scanmail.errors import ExitCode, GatewayError
-from scanmail.events import EventLog
+from scanmail.events import EventLog, storable
 from scanmail.notify import build_message, enqueue
 from scanmail.report_html import render_mail, render_page
 from scanmail.report_text import render_text
@@ -83,8 +83,8 @@ _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\
 
 
 def printable(text: str, limit: int = MAX_TEXT) -> str:
-    """A value that came from a message, safe to show: no control characters, bounded."""
-    text = _UNPRINTABLE.sub("?", text)
+    """A value that came from a message, safe to show: valid UTF-8, no controls, bounded."""
+    text = _UNPRINTABLE.sub("?", storable(text))
     return text if len(text) <= limit else text[: limit - 1] + "\u2026"
 
 
