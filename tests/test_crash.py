@@ -15,7 +15,7 @@ from scanmail.spool import read_spool_file
 from scanmail.testing import eicar
 
 KILLS = 12
-MESSAGES = 300
+MESSAGES = 500
 START = "from scanmail.cli.scan import main; main()"
 
 
@@ -47,19 +47,21 @@ def scanmail(env: Path) -> subprocess.Popen[bytes]:
 
 
 def test_sigkill_at_random_moments_loses_and_duplicates_nothing(spool_root, write_env):
-    env = write_env(SCAN_WORKERS="2")
+    env = write_env(SCAN_WORKERS="1")
     arrived = build_spool(spool_root)
     rng = random.Random(2)
     killed_mid_pass = 0
-    for _ in range(KILLS):
+    for _ in range(KILLS * 4):  # bounded: stops when the spool is done or enough kills landed
         before = len(os.listdir(spool_root / "incoming"))
+        if before == 0 or killed_mid_pass >= KILLS:
+            break
         process = scanmail(env)
-        time.sleep(rng.uniform(0.3, 1.5))
+        time.sleep(rng.uniform(0.25, 0.5))
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=30)
         process.stderr.close()  # type: ignore[union-attr]
         killed_mid_pass += before > len(os.listdir(spool_root / "incoming")) > 0
-    assert killed_mid_pass >= KILLS // 3  # most kills landed in the middle of a pass
+    assert killed_mid_pass >= KILLS // 2  # kills that landed in the middle of a pass
     final = scanmail(env)
     _, err = final.communicate(timeout=300)
     assert final.returncode == 0, err.decode()

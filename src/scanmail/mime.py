@@ -36,13 +36,12 @@ _FLUSH = 1 << 20
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _TEXT_SNIFF = 1 << 16
 _HEADER_LINE = re.compile(rb"[!-9;-~]+[ \t]*:|[ \t]")
-_EOL = re.compile(rb"\r\n|\r|\n")
-_DASH_LINE = re.compile(rb"[\r\n]--")
-_CARVE = re.compile(rb"(?:^[ \t]*[A-Za-z0-9+/]{4,}={0,2}[ \t]*\n)+", re.MULTILINE)
-_RAGGED_B64 = re.compile(  # a line of whole quads and a ragged end, with more data after it
-    rb"^[ \t]*(?:[A-Za-z0-9+/]{4})*[A-Za-z0-9+/]{1,3}[ \t]*\r?\n(?=[ \t]*[A-Za-z0-9+/])",
+_ENCLOSED = re.compile(
+    rb"^(begin)(?:-base64)?[ \t]+[0-7]{3,4}[ \t]|^(=ybegin) |(\(This file must be converted)",
     re.MULTILINE,
 )
+_LONE_CR = re.compile(rb"\r(?!\n)")
+_CARVE = re.compile(rb"(?:^[ \t]*[A-Za-z0-9+/]{4,}={0,2}[ \t]*\r?\n)+", re.MULTILINE)
 _B64_ALLOWED = decoders.B64_ALPHABET + b"=\r\n \t"
 
 UU_ENCODINGS = ("x-uuencode", "uuencode", "x-uue", "uue", "x-uu")
@@ -126,10 +125,8 @@ class _Lines:
             self.bol = True
             return line, True
         while True:
-            match = _EOL.search(self.buf, self.pos)
-            if match and not (match.group() == b"\r" and match.end() == len(self.buf)
-                              and not self.eof):
-                end = match.end()
+            end = _line_end(self.buf, self.pos, self.eof)
+            if end:
                 break
             if len(self.buf) - self.pos >= MAX_LINE or self.eof:
                 end = min(len(self.buf), self.pos + MAX_LINE)
@@ -157,9 +154,11 @@ class _Lines:
                 continue
             if pos >= len(buf) or buf.startswith(b"--", pos):
                 return b""
-            match = _DASH_LINE.search(buf, pos)
-            if match:
-                end = match.start() + 1
+            dash = buf.find(b"\n--", pos)
+            cr_dash = buf.find(b"\r--", pos)  # after a bare CR line end
+            dash = cr_dash if dash < 0 or 0 <= cr_dash < dash else dash
+            if dash >= 0:
+                end = dash + 1
             else:
                 last = max(buf.rfind(b"\n", pos), buf.rfind(b"\r", pos))
                 if last == len(buf) - 1 and buf[last] == 13 and not self.eof:
@@ -217,7 +216,7 @@ def _head(header_block: bytes) -> _Head:
         odd.append(f"odd content type {main[:40]!r}")
         main = main.replace(" ", "") if main.replace(" ", "").count("/") == 1 else ""
     boundaries: set[str] = set()
-    if ctypes:
+    if ctypes and "boundary" in " ".join(ctypes).lower():
         boundaries = {b for b in names.raw_readings(ctypes, ("boundary",)) if b}
         standard = Message(policy=compat32)
         standard["Content-Type"] = ctypes[0]
@@ -291,20 +290,23 @@ class _Sink:
             self._write(decoders.qp_standard(data))
 
     def _check_base64(self, data: bytes) -> None:
+        """Note what makes clients read this base64 differently (C-speed checks only)."""
         if self.odd:
             return
+        stripped = data.strip()
         if data.translate(None, _B64_ALLOWED):
             self.odd = "junk in base64"
-            return
-        stripped = data.strip()
-        if self.pad_seen and stripped:
+        elif self.pad_seen and stripped:
             self.odd = "base64 data after padding"
         elif b"=" in stripped.rstrip(b"=").rstrip():
             self.odd = "base64 padding inside data"
-        elif re.search(rb"\S[ \t]*(?:\r\n|\n)[ \t]*(?:\r\n|\n)[ \t]*\S", data):
-            self.odd = "blank line inside base64"
-        elif _RAGGED_B64.search(data):  # every encoder writes lines of whole quads
-            self.odd = "ragged base64 lines"
+        else:
+            lines = stripped.replace(b"\r", b"").replace(b" ", b"").replace(b"\t", b"")
+            lengths = set(map(len, lines.split(b"\n")[:-1]))
+            if 0 in lengths:
+                self.odd = "blank line inside base64"
+            elif any(n % 4 for n in lengths):  # every encoder writes lines of whole quads
+                self.odd = "ragged base64 lines"
         self.pad_seen = self.pad_seen or stripped.endswith(b"=")
 
     def _write(self, data: bytes) -> None:
@@ -330,6 +332,8 @@ class Walker:
         self.limits = limits
         self.result = Explosion()
         self.decoded = 0
+        self.top: _Lines | None = None
+        self.plain_base64: list[tuple[int, int]] = []  # well-formed base64 bodies (offsets)
 
     # -- budget -----------------------------------------------------------------
     def charge(self, size: int) -> None:
@@ -366,6 +370,7 @@ class Walker:
     # -- MIME ---------------------------------------------------------------------
     def walk(self, source: BinaryIO, depth: int = 0) -> Explosion:
         lines = _Lines(source)
+        self.top = lines
         self.entity(lines, [], depth, "text/plain")
         if depth == 0:
             self.carve(lines)
@@ -388,6 +393,8 @@ class Walker:
             return self.entity(lines, bounds, depth + 1, "text/plain")
         start = lines.offset
         ended, end, odd = self.leaf(lines, bounds, part, head.encoding)
+        if lines is self.top and head.encoding == "base64" and not odd and not head.odd:
+            self.plain_base64.append((start, end))  # carving would only find this again
         if odd or head.odd or head.encoding in (*UU_ENCODINGS, *YENC_ENCODINGS,
                                                   *BINHEX_ENCODINGS):
             if odd:
@@ -492,8 +499,14 @@ class Walker:
         size = lines.offset
         if size > CARVE_MAX or (size > CARVE_ALWAYS and not self.result.defects):
             return
-        raw = lines.read_raw(0, size).replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        runs = [m.group() for m in _CARVE.finditer(raw) if len(m.group()) >= 16]
+        raw = lines.read_raw(0, size)
+        if _LONE_CR.search(raw):
+            raw = raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+            plain: list[tuple[int, int]] = []  # offsets no longer match the stream's
+        else:
+            plain = self.plain_base64
+        runs = [m.group() for gap_start, gap_end in _gaps(plain, len(raw))
+                for m in _CARVE.finditer(raw, gap_start, gap_end) if m.end() - m.start() >= 16]
         if not runs:
             return
         seen = {_digest_file(p.path) for p in self.result.parts if p.path is not None}
@@ -517,13 +530,16 @@ class Walker:
             return
         with open(part.path, "rb") as handle:
             head = handle.read(_TEXT_SNIFF)
-        if b"begin" in head or part.content_type.startswith("text/"):
+        # Clients decode uuencode, yEnc and BinHex found in text bodies.
+        text = part.content_type.startswith("text/")
+        markers = _markers(part.path) if text else _enclosed(head)
+        if b"begin" in markers:
             self.uudecode(part)
-        if part.size <= ALT_MAX and (b"=ybegin" in head or b"with BinHex" in head):
-            text = part.path.read_bytes()
-            decoded = decoders.ydecode(text) if b"=ybegin" in head else decoders.binhex_decode(text)
-            if decoded:
-                self.add_decoded(part, decoded, "alternate")
+        if part.size <= ALT_MAX and markers & {b"=ybegin", b"(This file must be converted"}:
+            body = part.path.read_bytes()
+            for decoded in (decoders.ydecode(body), decoders.binhex_decode(body)):
+                if decoded:
+                    self.add_decoded(part, decoded, "alternate")
         archive.look_inside(self, part, head)
 
     def uudecode(self, part: Part) -> None:
@@ -573,6 +589,45 @@ def _readings(raw: bytes, encodings: tuple[str, ...]) -> Iterator[bytes]:
     if "base64" in tried and "quoted-printable" in tried:
         yield from decoders.readings(decoders.qp_standard(raw), "base64")
         yield decoders.qp_standard(decoders.b64_skip_junk(raw))
+
+
+def _gaps(ranges: list[tuple[int, int]], size: int) -> Iterator[tuple[int, int]]:
+    """The stretches of [0, size) outside the given (sorted, disjoint) ranges."""
+    pos = 0
+    for start, end in sorted(ranges):
+        if start > pos:
+            yield pos, start
+        pos = max(pos, end)
+    if pos < size:
+        yield pos, size
+
+
+def _enclosed(data: bytes) -> set[bytes]:
+    if b"begin" not in data and b"(This file must" not in data:
+        return set()  # the common case, found at memchr speed
+    return {m.group(m.lastindex or 0) for m in _ENCLOSED.finditer(data)}
+
+
+def _markers(path: Path) -> set[bytes]:
+    """Which enclosed encodings (uuencode, yEnc, BinHex) a text body seems to hold."""
+    found: set[bytes] = set()
+    with open(path, "rb") as handle:
+        tail = b""
+        while chunk := handle.read(1 << 20):
+            found.update(_enclosed(tail + chunk))
+            tail = chunk[-64:]
+    return found
+
+
+def _line_end(buf: bytes, pos: int, eof: bool) -> int:
+    """Where the line starting at pos ends (after CRLF, LF or a lone CR); 0 if not yet known."""
+    nl = buf.find(b"\n", pos)
+    cr = buf.find(b"\r", pos, nl if nl >= 0 else len(buf))
+    if cr >= 0 and cr + 1 != nl:
+        if cr + 1 == len(buf) and not eof:
+            return 0  # a CR at the end of what was read: an LF may follow
+        return cr + 1
+    return nl + 1 if nl >= 0 else 0
 
 
 def _digest_file(path: Path | None) -> bytes:

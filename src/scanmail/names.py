@@ -25,6 +25,7 @@ _PARAM = re.compile(
         (?P<value>"(?P<dq>(?:[^"\\]|\\.)*)"?|(?P<tok>(?:\\.|[^;\s\\])*\\?))""",
     re.VERBOSE | re.DOTALL,
 )
+_COMMENT_OR_SPACE = re.compile(rb"\((?:[^()\\]|\\.)*\)|\s+")
 _COMMENT = re.compile(r"\((?:[^()\\]|\\.)*\)")
 _ENCODED_WORD = re.compile(r"=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=")
 _BEGIN = re.compile(rb"^begin(?:-base64)?\s+[0-7]{3,4}\s+(.+?)\s*$", re.MULTILINE)
@@ -150,6 +151,9 @@ def header_values(header_block: bytes) -> list[tuple[str, str]]:
 
 def names_from_headers(header_block: bytes) -> list[str]:
     """Every attachment name a part's headers could be shown under, deduplicated, in order."""
+    # No name or filename parameter anywhere, even with comments or folding inside the key.
+    if b"name" not in _COMMENT_OR_SPACE.sub(b"", header_block.lower()):
+        return []
     found = standard_readings(header_block)
     found |= raw_readings(
         value for name, value in header_values(header_block) if name.startswith("content-")
