@@ -7,7 +7,7 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,7 +51,20 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE UNIQUE INDEX IF NOT EXISTS events_scan_qid ON events(qid) WHERE kind = 'scan';
 CREATE INDEX IF NOT EXISTS events_time ON events(time);
 CREATE INDEX IF NOT EXISTS events_kind_time ON events(kind, time);
+CREATE INDEX IF NOT EXISTS report_verdict ON events(kind, verdict, time, size);
 """
+
+
+def _retry_locked(statement: Callable[[], object], attempts: int = 50) -> None:
+    """Run a statement, retrying for up to about 5 s while the database is locked."""
+    for attempt in range(attempts):
+        try:
+            statement()
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(0.1)
 
 COLUMNS = (
     "time", "kind", "qid", "message_id", "sender", "recipients", "size",
@@ -152,7 +165,9 @@ class EventLog:
                 self.path, timeout=30, isolation_level=None, check_same_thread=False
             )
             # WAL: the receiver, scanner, forwarder and reports use the database at once.
-            self.db.execute("PRAGMA journal_mode=WAL")
+            # Switching a new database to WAL takes a lock sqlite does not wait for, so
+            # programs that start together retry briefly.
+            _retry_locked(lambda: self.db.execute("PRAGMA journal_mode=WAL"))
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.executescript(SCHEMA)
         except sqlite3.Error as exc:
