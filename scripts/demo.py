@@ -33,7 +33,8 @@ SAMPLES = [
     ("banned: a double extension", ("invoice.pdf.exe", b"MZ not really a program")),
     ("infected: EICAR test file", ("readme.txt", eicar())),
     ("infected: a Word macro sample", ("report.doc", (TESTFILES / "clam.ole.doc").read_bytes())),
-    ("infected: a zipped sample", ("photos.zip", (TESTFILES / "clam.zip").read_bytes())),
+    ("infected: a PDF sample", ("scan.pdf", (TESTFILES / "clam.pdf").read_bytes())),
+    ("banned: an .exe inside a zip", ("photos.zip", (TESTFILES / "clam.zip").read_bytes())),
 ]
 
 
