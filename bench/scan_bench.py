@@ -189,7 +189,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--messages", type=int, default=3000)
     parser.add_argument("--workdir", type=Path, default=None)
-    parser.add_argument("--workers", type=int, default=2, help="SCAN_WORKERS for scanmail")
+    parser.add_argument("--workers", type=int, default=4, help="SCAN_WORKERS for scanmail")
     args = parser.parse_args()
     base = args.workdir or Path(tempfile.mkdtemp(prefix="scanmail-bench-"))
     root = base / "spool"

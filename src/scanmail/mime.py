@@ -75,6 +75,7 @@ class Part:
     names: list[str] = field(default_factory=list)
     path: Path | None = None  # the decoded bytes, for leaves
     size: int = 0
+    head: bytes = field(default=b"", repr=False)  # the first bytes of the decoded data
 
 
 @dataclass
@@ -83,6 +84,7 @@ class Explosion:
 
     parts: list[Part] = field(default_factory=list)
     defects: list[str] = field(default_factory=list)
+    header: bytes = b""  # the message's own header block
 
     @property
     def names(self) -> list[str]:
@@ -155,8 +157,8 @@ class _Lines:
             if pos >= len(buf) or buf.startswith(b"--", pos):
                 return b""
             dash = buf.find(b"\n--", pos)
-            cr_dash = buf.find(b"\r--", pos)  # after a bare CR line end
-            dash = cr_dash if dash < 0 or 0 <= cr_dash < dash else dash
+            cr_dash = buf.find(b"\r--", pos, dash if dash >= 0 else len(buf))  # a bare CR
+            dash = cr_dash if cr_dash >= 0 else dash
             if dash >= 0:
                 end = dash + 1
             else:
@@ -254,6 +256,7 @@ class _Sink:
         self.pending_eol = b""
         self.size = 0
         self.odd = ""
+        self.head = b""
 
     def feed(self, line: bytes) -> None:
         if self.encoding in ("base64", "quoted-printable"):
@@ -314,6 +317,8 @@ class _Sink:
             self.charge(len(data))
             self.out.write(data)
             self.size += len(data)
+            if len(self.head) < _TEXT_SNIFF:
+                self.head += data[: _TEXT_SNIFF - len(self.head)]
 
     def close(self) -> int:
         try:
@@ -364,6 +369,7 @@ class Walker:
         with os.fdopen(fd, "wb") as out:
             out.write(data)
         part.size = len(data)
+        part.head = data[:_TEXT_SNIFF]
         self.after_leaf(part)
         return part
 
@@ -381,6 +387,8 @@ class Walker:
     ) -> bytes | None:
         """Read one entity (headers and body); return the boundary line that ended it."""
         header, ended = self.headers(lines, bounds)
+        if not self.result.parts:
+            self.result.header = header
         head = _head(header)
         self.result.defects.extend(head.odd)
         ctype = head.ctype or default
@@ -476,6 +484,7 @@ class Walker:
                 sink.feed(line)
         finally:
             part.size = sink.close()
+            part.head = sink.head
         return ended, end, sink.odd
 
     # -- every reading of an ambiguous body -------------------------------------------
@@ -528,11 +537,14 @@ class Walker:
             with open(part.path, "rb") as inner:
                 self.entity(_Lines(inner), [], part.depth + 1, "text/plain")
             return
-        with open(part.path, "rb") as handle:
-            head = handle.read(_TEXT_SNIFF)
+        head = part.head
+        if len(head) < min(part.size, _TEXT_SNIFF):
+            with open(part.path, "rb") as handle:
+                head = handle.read(_TEXT_SNIFF)
         # Clients decode uuencode, yEnc and BinHex found in text bodies.
+        whole = part.size <= len(head)
         text = part.content_type.startswith("text/")
-        markers = _markers(part.path) if text else _enclosed(head)
+        markers = _markers(part.path) if text and not whole else _enclosed(head)
         if b"begin" in markers:
             self.uudecode(part)
         if part.size <= ALT_MAX and markers & {b"=ybegin", b"(This file must be converted"}:

@@ -92,13 +92,16 @@ class Headers:
     from_: str = ""
 
 
-def read_headers(spool_file: SpoolFile) -> Headers:
-    """Message-ID, Subject and From of a message, read from its first 64 KB."""
-    with spool_file.open_message() as handle:
-        head = handle.read(HEADER_PEEK)
-    end = min((i for i in (head.find(b"\n\n"), head.find(b"\r\n\r\n")) if i >= 0), default=-1)
-    if end >= 0:
-        head = head[: end + 2]
+def read_headers(spool_file: SpoolFile, header: bytes = b"") -> Headers:
+    """Message-ID, Subject and From: from the walk's header block, or the first 64 KB."""
+    head = header
+    if not head:
+        with spool_file.open_message() as handle:
+            head = handle.read(HEADER_PEEK)
+        ends = (head.find(b"\n\n"), head.find(b"\r\n\r\n"))
+        end = min((i for i in ends if i >= 0), default=-1)
+        if end >= 0:
+            head = head[: end + 2]
     parsed = BytesHeaderParser(policy=compat32).parsebytes(head)
 
     def get(name: str) -> str:
@@ -135,7 +138,7 @@ class Gateway:
         _fresh_dir(workdir)
         try:
             explosion, decision = self.decide(spool_file, workdir)
-            headers = read_headers(spool_file)
+            headers = read_headers(spool_file, explosion.header)
             event = self.event_for(spool_file, headers, explosion, decision, started)
             if decision.verdict is Verdict.QUARANTINE:
                 self.to_quarantine(spool_file, headers, explosion, decision, workdir, event)
@@ -221,7 +224,7 @@ class Gateway:
             fsync_dir(spool_file.path.parent)  # gone for good before the copy is deliverable
         except OSError as exc:
             raise SpoolError(f"{spool_file.path}: cannot remove: {exc.strerror}") from exc
-        mark_complete(target)
+        mark_complete(target, durable=False)  # if the mode is lost, recover() sets it again
 
     def to_quarantine(
         self, spool_file: SpoolFile, headers: Headers, explosion: mime.Explosion,

@@ -248,12 +248,13 @@ class Spool:
         return target
 
 
-def mark_complete(path: Path) -> None:
-    """Set the completion mode on a file already in place, durably."""
+def mark_complete(path: Path, durable: bool = True) -> None:
+    """Set the completion mode on a file already in place (durably, unless told not to)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fchmod(fd, COMPLETE_MODE)
-        os.fsync(fd)
+        if durable:
+            os.fsync(fd)
     finally:
         os.close(fd)
 
