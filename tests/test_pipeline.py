@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import os
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -293,7 +294,12 @@ def test_temp_dirs_are_removed_and_leftovers_cleaned(spool_root, write_env):
     leftover = spool_root / "tmp" / "smtpdcrashed_d"
     leftover.mkdir()
     (leftover / "0001-part").write_bytes(b"old")
+    half_written = spool_root / "tmp" / "smtpdhalfwritten"
+    half_written.write_bytes(b"FROM <a@b>\nRCPT <c@d>\nBODY\nSubj")
+    os.utime(half_written, (time.time() - 2 * 86400,) * 2)
+    being_written = spool_root / "tmp" / "smtpdbeingwritten"
+    being_written.write_bytes(b"FROM <a@b>\n")
     enqueue(spool_root, message("a", attachments=[("x.doc", b"doc")]))
     run_scanmail(write_env(), "--once")
-    assert not leftover.exists()
-    assert [p.name for p in (spool_root / "tmp").iterdir()] == []
+    assert not leftover.exists() and not half_written.exists()
+    assert [p.name for p in (spool_root / "tmp").iterdir()] == ["smtpdbeingwritten"]

@@ -101,10 +101,4 @@ def _tnef(walker: Walker, part: Part) -> None:
         member = walker.new_part(part.depth + 1, "application/octet-stream", "tnef", found)
         data = attachment.data if isinstance(attachment.data, bytes) else b""
         if data:
-            walker.charge(len(data))
-            path = walker.new_file(member)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-            with os.fdopen(fd, "wb") as out:
-                out.write(data)
-            member.size = len(data)
-            walker.after_leaf(member)
+            walker.fill(member, data)

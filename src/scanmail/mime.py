@@ -363,6 +363,11 @@ class Walker:
     def add_decoded(self, parent: Part, data: bytes, origin: str) -> Part:
         """A further reading of a part's body, as a part of its own."""
         part = self.new_part(parent.depth, parent.content_type, origin, list(parent.names))
+        self.fill(part, data)
+        return part
+
+    def fill(self, part: Part, data: bytes) -> None:
+        """Write a part's decoded bytes into the work folder, then look inside them."""
         self.charge(len(data))
         path = self.new_file(part)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
@@ -371,7 +376,6 @@ class Walker:
         part.size = len(data)
         part.head = data[:_TEXT_SNIFF]
         self.after_leaf(part)
-        return part
 
     # -- MIME ---------------------------------------------------------------------
     def walk(self, source: BinaryIO, depth: int = 0) -> Explosion:

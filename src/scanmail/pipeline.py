@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 LOCK_NAME = "scanmail.lock"
 OUTAGE_MARK = "scanner-down"
 HEADER_PEEK = 64 << 10
+STALE_TMP_SECONDS = 86400  # no writer takes a day over one spool file
 
 
 @dataclass(frozen=True)
@@ -370,10 +371,15 @@ def _fresh_dir(path: Path) -> None:
 
 def recover(spool: Spool) -> None:
     """Finish what a killed pass left half done (call with the run lock held)."""
+    stale = time.time() - STALE_TMP_SECONDS
     with contextlib.suppress(FileNotFoundError), os.scandir(spool.tmp) as entries:
         for entry in entries:
             if entry.name.endswith(("_d", ".q")) and entry.is_dir(follow_symlinks=False):
                 shutil.rmtree(entry.path, ignore_errors=True)
+            elif entry.is_file(follow_symlinks=False) and entry.stat().st_mtime < stale:
+                # A writer killed mid-write (never acknowledged: the sender retried).
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
     with contextlib.suppress(FileNotFoundError), os.scandir(spool.outgoing) as entries:
         for entry in entries:
             st = entry.stat(follow_symlinks=False)
