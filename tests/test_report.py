@@ -19,7 +19,7 @@ import pytest
 from click.testing import CliRunner
 
 from mail import message
-from scanmail import pipeline, quarantine, report
+from scanmail import pipeline, quarantine, report, report_output, report_queries
 from scanmail.cli.daysumm import main
 from scanmail.config import Config, load_config
 from scanmail.events import Event, EventLog
@@ -73,7 +73,7 @@ def events(config: Config) -> Iterator[EventLog]:
 
 
 def make(config: Config, day: date = DAY, now: float = AFTER) -> report.Report:
-    return report.make_report(config, day, now)
+    return report_queries.make_report(config, day, now)
 
 
 # -- the figures ---------------------------------------------------------------------------
@@ -129,7 +129,7 @@ def test_the_day_is_compared_with_the_previous_seven_days(config, events):
     assert infected.is_jump and not made.compare("received").is_jump
     line = next(line for line in render_text(made).splitlines() if "infected" in line)
     assert line.rstrip().endswith("<<")
-    assert report.subject_line(made).endswith(" - unusual: quarantined, infected")
+    assert report_output.subject_line(made).endswith(" - unusual: quarantined, infected")
 
 
 def test_a_drop_is_a_jump_too_but_small_numbers_are_not():
@@ -407,7 +407,7 @@ def test_report_counts_equal_the_spool_and_the_events_after_a_real_pass(spool_ro
     with EventLog(config.var_dir) as events:
         scans = list(events.query(kinds=["scan"]))
     day = date.fromtimestamp(scans[0].time)
-    made = report.make_report(config, day)
+    made = report_queries.make_report(config, day)
     in_folder = {name: {p.name for p in list_complete(spool.folder(name))}
                  for name in ("incoming", "outgoing", "quarantine")}
     expected = Counter(qids.values())
@@ -427,7 +427,7 @@ def test_report_counts_equal_the_spool_and_the_events_after_a_real_pass(spool_ro
     assert backlog["quarantine"] == 6
     assert backlog["outgoing"] == len(in_folder["outgoing"])  # the clean mail and the alerts
 
-    report.run(config, day)  # and the mail goes out beside them
+    report_output.run(config, day)  # and the mail goes out beside them
     [(_, msg)] = [(e, m) for e, m in reports_in_outgoing(spool_root)
                   if m["Subject"].startswith(f"[scanmail] {day.isoformat()}")]
     assert "12 received, 6 quarantined, 2 infected" in msg["Subject"]

@@ -25,8 +25,10 @@ from typing import Any
 
 import pytest
 
-from scanmail import report
+from scanmail.config import Config
 from scanmail.events import Event, EventLog
+from scanmail.report_output import write_page
+from scanmail.report_queries import make_report
 from test_report import (
     AFTER,
     DAY,
@@ -242,13 +244,13 @@ def busy_month(events: EventLog) -> None:
 @pytest.fixture
 def page(tmp_path: Path, spool_root: Path) -> Path:
     """The statistics page for a busy month ending with a hostile message."""
-    config = report.Config.from_mapping({"SPOOL_DIR": str(spool_root),
-                                         "HOSTNAME": "gw.corp.example"})
+    config = Config.from_mapping({"SPOOL_DIR": str(spool_root),
+                                  "HOSTNAME": "gw.corp.example"})
     with EventLog(config.var_dir) as events:
         busy_month(events)
         hostile_day(events, spool_root)
     path = tmp_path / "index.html"
-    report.write_page(report.make_report(config, DAY, AFTER), path)
+    write_page(make_report(config, DAY, AFTER), path)
     return path
 
 

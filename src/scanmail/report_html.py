@@ -10,12 +10,9 @@ from __future__ import annotations
 import html
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
+from scanmail.report import Blocked, Folder, Report, Tally
 from scanmail.report_text import FIGURES, duration, moment, number, plural, size
-
-if TYPE_CHECKING:
-    from scanmail.report import Blocked, Folder, Report, Tally
 
 _Scale = Callable[[float], float]
 

@@ -5,10 +5,8 @@ from __future__ import annotations
 import textwrap
 import time
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from scanmail.report import Blocked, Folder, Report, Tally
+from scanmail.report import Blocked, Folder, Report, Tally
 
 WIDTH = 80
 BAR = 44

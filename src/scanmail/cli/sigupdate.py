@@ -9,6 +9,7 @@ import click
 
 from scanmail import signatures
 from scanmail.cli import config_option, exit_codes, start, verbose_option
+from scanmail.freshclam import FRESHCLAM_TIMEOUT
 
 
 @click.command()
@@ -17,7 +18,7 @@ from scanmail.cli import config_option, exit_codes, start, verbose_option
 @click.option("--check", is_flag=True,
               help="Only report signature versions and ages: exit 0 fresh, 1 stale.")
 @click.option("--freshclam-timeout", type=click.FloatRange(1, 86400),
-              default=signatures.FRESHCLAM_TIMEOUT, show_default=True,
+              default=FRESHCLAM_TIMEOUT, show_default=True,
               help="Seconds before freshclam is stopped and the run counts as failed.")
 def main(config_path: Path | None, verbose: bool, check: bool, freshclam_timeout: float) -> None:
     """Update ClamAV's signatures, reload clamd and confirm it, alarm when they go stale.
