@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from scanmail import forward
+from scanmail import forward, relay, retry
 from scanmail.cli.fwd import main as fwd_main
 from scanmail.config import Config, load_config
 from scanmail.dsn import Failure, build_dsn, header_block
@@ -142,11 +142,11 @@ def test_451_then_250_delivers_once_after_the_delay(config: Config, sink: Sink) 
     path = queue(config, "bob@corp.example")
     assert forwarder.run_pass().deferred == 1
     state = json.loads((config.var_dir / "fwd" / f"{path.name}.json").read_text())
-    assert state["attempts"] == 1 and state["next_try"] == clock.now + forward.RETRY_BASE
+    assert state["attempts"] == 1 and state["next_try"] == clock.now + retry.RETRY_BASE
     assert read_spool_file(path).envelope.recipients == ("bob@corp.example",)
     assert forwarder.run_pass().waiting == 1  # not due yet: nothing tried
     assert sink.handler.transactions == 1
-    clock.now += forward.RETRY_BASE
+    clock.now += retry.RETRY_BASE
     assert forwarder.run_pass().delivered == 1
     assert deliveries(sink) == ["bob@corp.example"]
     assert not path.exists() and not (config.var_dir / "fwd" / f"{path.name}.json").exists()
@@ -154,9 +154,9 @@ def test_451_then_250_delivers_once_after_the_delay(config: Config, sink: Sink) 
 
 
 def test_retry_delays_grow() -> None:
-    delays = [forward.retry_delay(n) for n in range(1, 10)]
+    delays = [retry.retry_delay(n) for n in range(1, 10)]
     assert delays[:4] == [60, 120, 240, 480]
-    assert delays == sorted(delays) and delays[-1] == forward.RETRY_MAX
+    assert delays == sorted(delays) and delays[-1] == retry.RETRY_MAX
 
 
 def test_partial_4xx_writes_sent_lines_so_retries_never_repeat(config: Config, sink: Sink) -> None:
@@ -256,7 +256,7 @@ def test_lifetime_expires_into_a_bounce(write_env, sink: Sink) -> None:
     forwarder = forward.Forwarder(config, clock)
     path = queue(config, "bob@corp.example")
     assert forwarder.run_pass().deferred == 1
-    clock.now += 86400 + forward.RETRY_BASE
+    clock.now += 86400 + retry.RETRY_BASE
     assert forwarder.run_pass().failed == 1
     assert folder(config, "failed") == [config.spool_dir / "failed" / path.name]
     [dsn] = dsns(config, "ann@ext.example")
@@ -393,7 +393,7 @@ def test_sendmail_missing_is_a_relay_outage(write_env, tmp_path: Path) -> None:
 def test_stale_reused_connection_is_replaced(write_env) -> None:
     with Sink(timeout=0.3) as sink:  # the relay drops idle clients after 0.3 s
         config = load_config(write_env(RELAY_HOST="127.0.0.1", RELAY_PORT=str(sink.port)))
-        transport = forward.SmtpTransport(config)
+        transport = relay.SmtpTransport(config)
         try:
             first = read_spool_file(queue(config, "bob@corp.example"))
             assert transport.deliver(first, ["bob@corp.example"]).delivered == ["bob@corp.example"]

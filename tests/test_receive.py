@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from scanmail import receive
+from scanmail import policy, receive
 from scanmail.cli.smtpd import main as smtpd_main
 from scanmail.config import Config, load_config
 from scanmail.install import create_spool
@@ -485,4 +485,4 @@ def test_sigterm_stops_cleanly_and_user_drop(write_env) -> None:
     ],
 )
 def test_check_address(address: str, utf8: bool, sender: bool, ok: bool) -> None:
-    assert (receive.check_address(address, utf8, sender) is None) is ok
+    assert (policy.check_address(address, utf8, sender) is None) is ok

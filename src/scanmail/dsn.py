@@ -8,8 +8,9 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from scanmail.notify import plain
+
 MAX_HEADERS = 64 << 10  # the returned header block is cut here; the body is never returned
-_UNSAFE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 _STATUS = re.compile(r"([245])\d\d[ -]([245])(\.\d{1,3}\.\d{1,3})\b")  # RFC 2034
 
 
@@ -42,10 +43,6 @@ def header_block(message: bytes) -> bytes:
 
 def _crlf(text: str) -> bytes:
     return text.replace("\r\n", "\n").replace("\n", "\r\n").encode("utf-8", "surrogateescape")
-
-
-def _safe(text: str) -> str:
-    return _UNSAFE.sub("?", text)
 
 
 def _address_type(address: str) -> str:
@@ -92,7 +89,7 @@ def build_dsn(
     ]
     for failure in failures:
         top.append(f"<{failure.recipient}>:")
-        top.append(f"    {_safe(failure.reply)}")
+        top.append(f"    {plain(failure.reply)}")
         top.append("")
     top.append("The headers of your message are attached.")
     top.append("")
@@ -115,7 +112,7 @@ def build_dsn(
         ]
         if failure.remote:
             report.append(f"Remote-MTA: dns; {failure.remote}")
-        report += [f"Diagnostic-Code: smtp; {_safe(failure.reply)}", f"Last-Attempt-Date: {now}"]
+        report += [f"Diagnostic-Code: smtp; {plain(failure.reply)}", f"Last-Attempt-Date: {now}"]
     headers_type = "message/global-headers" if global_headers else "text/rfc822-headers"
     report += ["", f"--{boundary}", f"Content-Type: {headers_type}", ""]
     body = headers.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")

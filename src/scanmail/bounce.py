@@ -1,0 +1,86 @@
+"""Undeliverable mail: the DSN to its sender, the file parked in failed/, the admin told."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from scanmail import notify
+from scanmail.config import Config
+from scanmail.dsn import MAX_HEADERS, Failure, build_dsn
+from scanmail.errors import SpoolError
+from scanmail.events import clean
+from scanmail.relay import Reply
+from scanmail.spool import Envelope, Spool, SpoolFile
+
+
+def send_dsn(
+    config: Config,
+    spool: Spool,
+    message: SpoolFile,
+    failed: Mapping[str, Reply],
+    remote: str,
+    arrival: float,
+) -> Path | None:
+    """Queue a delivery status notification to the sender; never to the null sender."""
+    sender = message.envelope.sender
+    if not sender:
+        return None
+    failures = [Failure(rcpt, str(reply), remote) for rcpt, reply in failed.items()]
+    with message.open_message() as handle:
+        head = handle.read(MAX_HEADERS)
+    dsn = build_dsn(
+        config.hostname, config.alert_from, sender, message.qid, failures, head, arrival=arrival,
+    )
+    return spool.write("outgoing", Envelope("", (sender,)), [dsn])
+
+
+def park(spool: Spool, path: Path, lines: Sequence[str], now: float) -> Path:
+    """Move a spool file to failed/ and write why beside it; the new path."""
+    moved = spool.move(path, "failed")
+    write_reason(moved, lines, now)
+    return moved
+
+
+def write_reason(parked: Path, lines: Sequence[str], now: float) -> None:
+    """failed/<qid>.reason: plain text beside the file (mode 0640: not a spool file)."""
+    target = parked.with_name(parked.name + ".reason")
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(now))
+    try:
+        target.write_text(f"{stamp}\n" + "".join(f"{line}\n" for line in lines))
+        os.chmod(target, 0o640)
+    except OSError as exc:
+        raise SpoolError(f"{target}: cannot write: {exc.strerror}") from exc
+
+
+def alert_undeliverable(
+    config: Config,
+    spool: Spool,
+    message: SpoolFile,
+    parked: Path,
+    lines: Sequence[str],
+    delivered: Sequence[str],
+) -> Path:
+    """Tell the admin a message with failed recipients was parked, and how to retry it."""
+    text = "\n".join([
+        f"The message {message.qid} from <{message.envelope.sender}> could not be delivered to:",
+        "",
+        *(f"  {clean(line, 400)}" for line in lines),
+        "",
+        f"Delivered to: {', '.join(delivered) or '(none in the last attempt)'}",
+        "The sender was sent a delivery status notification.",
+        f"The message is kept in {parked}; move it back to outgoing to retry",
+        "the failed recipients (those already delivered are marked SENT).",
+    ])
+    return notify.alert_admin(config, spool, f"undeliverable message {message.qid}", text)
+
+
+def alert_malformed(config: Config, spool: Spool, name: str, parked: Path, reason: str) -> Path:
+    """Tell the admin a file in outgoing had no readable envelope and was parked."""
+    return notify.alert_admin(
+        config, spool, f"malformed spool file {name}",
+        f"{name} in outgoing has no readable envelope ({reason}).\n"
+        f"It was moved to {parked} and not delivered.",
+    )

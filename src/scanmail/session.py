@@ -1,0 +1,276 @@
+"""The SMTP session: envelope checks at MAIL and RCPT, DATA spooled before the final 250."""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import itertools
+import logging
+import os
+import re
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from scanmail.buffer import MessageBuffer
+from scanmail.errors import GatewayError
+from scanmail.events import clean
+from scanmail.policy import Policy, check_address, peer_ip
+from scanmail.spool import Envelope as SpoolEnvelope
+from scanmail.spool import Spool
+
+log = logging.getLogger(__name__)
+
+_HELO_SAFE = re.compile(r"[^A-Za-z0-9._:\[\]-]")
+
+Reply = str
+
+
+def spool_sender(mail_from: str | None) -> str:
+    """aiosmtpd keeps the null sender as '<>'; the spool writes it as FROM <>."""
+    return "" if mail_from in (None, "<>") else str(mail_from)
+
+
+def received_header(
+    session: Session, envelope: Envelope, hostname: str, qid: str, tls: bool
+) -> bytes:
+    """The Received: trace field (RFC 5321 4.4), with CRLF line ends like the message."""
+    helo = _HELO_SAFE.sub("?", str(session.host_name or ""))[:100] or "unknown"
+    ip = peer_ip(session.peer)
+    literal = "unknown" if ip is None else f"[IPv6:{ip}]" if ip.version == 6 else f"[{ip}]"
+    proto = "UTF8SMTP" if envelope.smtp_utf8 else "ESMTP" if session.extended_smtp else "SMTP"
+    if tls:
+        proto += "S"  # RFC 3848, RFC 6531
+    lines = [
+        f"Received: from {helo} ({literal})",
+        f"\tby {hostname} (scanmail) with {proto} id {qid}",
+    ]
+    date = email.utils.formatdate(localtime=True)
+    if len(envelope.rcpt_tos) == 1:
+        lines.append(f"\tfor <{envelope.rcpt_tos[0]}>; {date}")
+    else:
+        lines[-1] += ";"
+        lines.append(f"\t{date}")
+    return ("\r\n".join(lines) + "\r\n").encode("utf-8", "surrogateescape")
+
+
+class Handler:
+    """aiosmtpd hooks: envelope checks and anti-relay at MAIL and RCPT."""
+
+    def __init__(self, policy: Policy, spool: Spool) -> None:
+        self.policy = policy
+        self.spool = spool
+
+    async def handle_EHLO(
+        self, server: SMTP, session: Session, envelope: Envelope, hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        # aiosmtpd offers AUTH after STARTTLS with mechanisms that always fail: an MX has
+        # no users, so say nothing about AUTH at all.
+        session.host_name = hostname
+        return [line for line in responses if not line[4:].upper().startswith("AUTH")]
+
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> Reply:
+        sender = spool_sender(address)
+        problem = check_address(sender, bool(envelope.smtp_utf8), sender=True) if sender else None
+        if problem:
+            log.info("qid=- event=receive verdict=refused reason=sender client=%s from=<%s>",
+                     _client(session), clean(sender))
+            return problem
+        size = _size_option(options)
+        free = _free_bytes(self.spool.tmp) if size else None
+        if size and free is not None and size > free:
+            return "452 4.3.1 Insufficient system storage"
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 2.1.0 OK"
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> Reply:
+        problem = check_address(address, bool(envelope.smtp_utf8), sender=False)
+        if problem:
+            return problem
+        if len(envelope.rcpt_tos) >= self.policy.max_recipients:
+            return "452 4.5.3 Too many recipients"
+        unqualified = "@" not in address  # RFC 5321 4.5.1: <postmaster> must be accepted
+        allowed = unqualified or self.policy.is_local(address)
+        if not (allowed or self.policy.is_trusted(session.peer)):
+            log.info(
+                "qid=- event=receive verdict=refused reason=relay client=%s from=<%s> rcpt=<%s>",
+                _client(session), clean(spool_sender(envelope.mail_from)), clean(address),
+            )
+            return "550 5.7.1 Relaying denied"
+        if address not in envelope.rcpt_tos:
+            envelope.rcpt_tos.append(address)
+            envelope.rcpt_options.extend(options)
+        return "250 2.1.5 OK"
+
+    async def handle_exception(self, error: Exception) -> Reply:
+        log.error("receiver error: %s", error, exc_info=error)
+        return "451 4.3.0 Internal error; try again later"
+
+
+def _client(session: Session) -> str:
+    ip = peer_ip(session.peer)
+    return "unknown" if ip is None else str(ip)
+
+
+def _size_option(options: list[str]) -> int:
+    for option in options:
+        key, _, value = option.partition("=")
+        if key.upper() == "SIZE" and value.isdigit():
+            return int(value)
+    return 0
+
+
+def _free_bytes(folder: Path) -> int | None:
+    """Bytes the service user may still write there; None if unknown (the write will tell)."""
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+class Connections:
+    """The connections being served, shared by every GatewaySMTP of one server."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.active: set[GatewaySMTP] = set()
+        self.committing = 0
+
+
+class GatewaySMTP(SMTP):
+    """aiosmtpd's SMTP with a connection limit and DATA streamed to the spool."""
+
+    def __init__(
+        self,
+        handler: Handler,
+        connections: Connections,
+        executor: ThreadPoolExecutor,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(handler, **kwargs)
+        self.gateway = handler
+        self.connections = connections
+        self.executor = executor
+        self.last_touch = 0.0
+
+    async def _handle_client(self) -> None:
+        if len(self.connections.active) >= self.connections.limit:
+            assert self.session is not None
+            log.warning("qid=- event=receive verdict=refused reason=connections client=%s limit=%d",
+                        _client(self.session), self.connections.limit)
+            await self.push(f"421 4.7.0 {self.hostname} Too many connections, try again later")
+            if self.transport is not None:
+                self.transport.close()
+            return
+        self.connections.active.add(self)
+        try:
+            await super()._handle_client()
+        finally:
+            self.connections.active.discard(self)
+
+    def _touch(self) -> None:
+        """Keep the idle timer from firing while data is flowing (RFC 5321 4.5.3.2.6)."""
+        now = self.loop.time()
+        if now - self.last_touch >= 1.0:
+            self.last_touch = now
+            self._reset_timeout()
+
+    async def smtp_DATA(self, arg: str) -> None:
+        """Receive the message into a MessageBuffer, spool it, and only then answer 250."""
+        if await self.check_helo_needed():
+            return
+        if await self.check_auth_needed("DATA"):
+            return
+        assert self.envelope is not None and self.session is not None
+        if not self.envelope.rcpt_tos:
+            await self.push("503 5.5.1 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 5.5.4 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        buffer = MessageBuffer(self.gateway.spool.tmp)
+        try:
+            problem = await self._receive(buffer)
+            if problem is None:
+                problem = await self._commit(buffer)
+            self._set_post_data_state()  # type: ignore[no-untyped-call]
+            await self.push(problem)
+        finally:
+            buffer.close()
+
+    async def _receive(self, buffer: MessageBuffer) -> Reply | None:
+        """Read up to the lone dot; a reply if the message must be refused, else None."""
+        limit = self.gateway.policy.max_message_size
+        problem: Reply | None = None
+        line_start = True
+        while True:
+            try:
+                line = await self._reader.readuntil(b"\r\n")
+            except asyncio.LimitOverrunError as exc:
+                # A line past 1000 octets: drain it, refuse at the end (RFC 5321 4.5.3.1.6).
+                line = await self._reader.read(exc.consumed)
+                problem = problem or "500 5.5.2 Line too long (RFC 5321 4.5.3.1.6)"
+                buffer.discard()
+                line_start = False
+                continue
+            self._touch()
+            if line_start and line == b".\r\n":
+                return problem
+            at_start, line_start = line_start, True
+            if problem:
+                continue
+            if buffer.size + len(line) > limit:
+                problem = "552 5.3.4 Message too big for system"
+                buffer.discard()
+                continue
+            if at_start and line.startswith(b"."):
+                line = line[1:]  # RFC 5321 4.5.2: undo dot-stuffing
+            try:
+                buffer.add(line)
+            except OSError as exc:
+                log.error("cannot buffer message in %s: %s", buffer.tmp_dir, exc.strerror)
+                problem = "451 4.3.0 Error writing message; try again later"
+                buffer.discard()
+
+    async def _commit(self, buffer: MessageBuffer) -> Reply:
+        """Write the spool file in a worker thread; 250 once it is complete on disk."""
+        assert self.envelope is not None and self.session is not None
+        spool = self.gateway.spool
+        envelope = self.envelope
+        tls = self.session.ssl is not None
+        session = self.session
+        hostname = self.hostname
+        record = SpoolEnvelope(spool_sender(envelope.mail_from), tuple(envelope.rcpt_tos))
+
+        def write() -> str:
+            # In the worker thread: choosing a free name stats every folder, and it is slow.
+            qid = spool.new_qid()
+            header = received_header(session, envelope, hostname, qid, tls)
+            spool.write("incoming", record, itertools.chain([header], buffer.iter_chunks()), qid)
+            return qid
+
+        self.connections.committing += 1
+        try:
+            qid = await self.loop.run_in_executor(self.executor, write)
+        except (GatewayError, OSError, ValueError) as exc:
+            log.error("qid=- event=receive verdict=tempfail reason=spool client=%s detail=%r",
+                      _client(self.session), clean(str(exc)))
+            return "451 4.3.0 Error writing message to spool; try again later"
+        finally:
+            self.connections.committing -= 1
+        log.info(
+            "qid=%s event=receive from=<%s> rcpts=%d size=%d verdict=accepted client=%s tls=%s",
+            qid, clean(record.sender), len(record.recipients), buffer.size,
+            _client(self.session), "yes" if tls else "no",
+        )
+        return f"250 2.0.0 OK queued as {qid}"
