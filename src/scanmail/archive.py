@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import zipfile
+import zlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -22,10 +23,23 @@ _COPY = 1 << 20
 
 def look_inside(walker: Walker, part: Part, head: bytes) -> None:
     """Add the members of a zip or TNEF part to the walk, as parts of their own."""
-    if head.startswith(ZIP_MAGIC):
-        _zip(walker, part)
-    elif head.startswith(TNEF_MAGIC):
+    if head.startswith(TNEF_MAGIC):
         _tnef(walker, part)
+    elif _is_zip(part, head):
+        _zip(walker, part)
+
+
+def _is_zip(part: Part, head: bytes) -> bool:
+    """A zip archive, even behind a prefix: readers find it by its end record, as clients do."""
+    if head.startswith(ZIP_MAGIC):
+        return True
+    if part.size <= len(head):
+        return b"PK\x05\x06" in head
+    assert part.path is not None
+    try:
+        return zipfile.is_zipfile(part.path)
+    except OSError:
+        return False
 
 
 def _zip(walker: Walker, part: Part) -> None:
@@ -57,7 +71,7 @@ def _zip(walker: Walker, part: Part) -> None:
     except LimitExceeded:
         raise
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError,
-            NotImplementedError, RuntimeError) as exc:
+            NotImplementedError, RuntimeError, zlib.error) as exc:
         walker.result.defects.append(f"zip {part.index}: {exc}")
 
 
@@ -69,7 +83,7 @@ def _looks_nested(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bool:
         with archive.open(info) as data:
             head = data.read(4)
     except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError,
-            RuntimeError):
+            RuntimeError, zlib.error):
         return False
     return head.startswith(ZIP_MAGIC) or head == TNEF_MAGIC
 

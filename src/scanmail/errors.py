@@ -40,6 +40,10 @@ class ScannerUnavailable(TempFailure):
     """The virus scanner could not give an answer (down, timeout, error)."""
 
 
+class ScanFailed(ScannerUnavailable):
+    """The scanner was reached but failed on this one object (timeout, dropped stream, error)."""
+
+
 class SpoolError(GatewayError):
     """The spool cannot be read or written."""
 

@@ -223,6 +223,15 @@ class EventLog:
         for row in self.db.execute(sql, args):
             yield Event.from_row(row)
 
+    def count(self, kind: str, qid: str, reason: str) -> int:
+        """How many events of a kind and reason one message has had."""
+        with self.lock:
+            row = self.db.execute(
+                "SELECT COUNT(*) FROM events WHERE kind = ? AND qid = ? AND reason = ?",
+                (kind, qid, reason),
+            ).fetchone()
+        return int(row[0])
+
     def last(self, kind: str, qid: str | None = None) -> Event | None:
         """The newest event of a kind (for one qid, if given)."""
         sql = f"SELECT {','.join(COLUMNS)} FROM events WHERE kind = ?"

@@ -29,9 +29,9 @@ from scanmail import archive, decoders, names
 MAX_LINE = 1 << 20  # longer lines are read in pieces
 MAX_HEADER_BLOCK = 1 << 20
 READ_SIZE = 1 << 18
-ALT_MAX = 4 << 20  # odd bodies up to this size get every lenient reading
+ALT_MAX = 1 << 20  # odd bodies up to this size get every lenient reading
 CARVE_ALWAYS = 2 << 20  # messages up to this size are always carved for base64 runs
-CARVE_MAX = 64 << 20  # ambiguous messages up to this size are carved
+CARVE_MAX = 16 << 20  # ambiguous messages up to this size are carved (held in memory)
 _FLUSH = 1 << 20
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _TEXT_SNIFF = 1 << 16
@@ -40,6 +40,7 @@ _ENCLOSED = re.compile(
     rb"^(begin)(?:-base64)?[ \t]+[0-7]{3,4}[ \t]|^(=ybegin) |(\(This file must be converted)",
     re.MULTILINE,
 )
+_UU_BEGIN = re.compile(rb"begin(-base64)?[ \t]++[0-7]{3,4}[ \t]++(\S[^\r\n]*+)")
 _LONE_CR = re.compile(rb"\r(?!\n)")
 _CARVE = re.compile(rb"(?:^[ \t]*[A-Za-z0-9+/]{4,}={0,2}[ \t]*\r?\n)+", re.MULTILINE)
 _B64_ALLOWED = decoders.B64_ALPHABET + b"=\r\n \t"
@@ -165,6 +166,8 @@ class _Lines:
                 last = max(buf.rfind(b"\n", pos), buf.rfind(b"\r", pos))
                 if last == len(buf) - 1 and buf[last] == 13 and not self.eof:
                     last = max(buf.rfind(b"\n", pos, last), buf.rfind(b"\r", pos, last))
+                if last < pos and len(buf) - pos >= MAX_LINE:
+                    return b""  # a line this long is read by next(), in pieces
                 if last < pos or (not self.eof and len(buf) - pos < READ_SIZE):
                     if self.eof:
                         return b""
@@ -221,7 +224,7 @@ def _head(header_block: bytes) -> _Head:
     if ctypes and "boundary" in " ".join(ctypes).lower():
         boundaries = {b for b in names.raw_readings(ctypes, ("boundary",)) if b}
         standard = Message(policy=compat32)
-        standard["Content-Type"] = ctypes[0]
+        standard["Content-Type"] = ctypes[0][:8192]  # Python's parameter parser is quadratic
         with contextlib.suppress(Exception):
             if standard.get_boundary():
                 boundaries.add(str(standard.get_boundary()))
@@ -262,12 +265,17 @@ class _Sink:
         if self.encoding in ("base64", "quoted-printable"):
             self.buffer.append(line)
             self.buffered += len(line)
-            if self.buffered >= _FLUSH and line.endswith((b"\n", b"\r")):
+            # base64 can be cut anywhere (the ragged rest is carried); quoted-printable
+            # at a line end, unless a hostile body has none
+            if self.buffered >= _FLUSH and (self.encoding == "base64"
+                                            or line.endswith((b"\n", b"\r"))
+                                            or self.buffered >= 4 * _FLUSH):
                 self._flush()
             return
-        if self.encoding in UU_ENCODINGS:
-            if not line.startswith(b"begin"):
-                self._write(decoders.uu_line(line))
+        if self.encoding in UU_ENCODINGS:  # line by line: a block holds many lines
+            for one in line.splitlines():
+                if not one.startswith(b"begin"):
+                    self._write(decoders.uu_line(one))
             return
         # Identity: the line end before a boundary belongs to the boundary (RFC 2046 5.1.1).
         if self.pending_eol:
@@ -430,7 +438,9 @@ class Walker:
                 continue  # an mbox "From " line, not a header (Python skips it too)
             size += len(line)
             is_header = not bol or bool(_HEADER_LINE.match(line))
-            if not is_header or size > MAX_HEADER_BLOCK:
+            if size > MAX_HEADER_BLOCK:  # clients read on; a header this long is hostile
+                raise LimitExceeded(f"header block over {MAX_HEADER_BLOCK} bytes")
+            if not is_header:
                 if block:
                     self.result.defects.append("header block without separator")
                 lines.push(line)  # the body starts here
@@ -566,9 +576,9 @@ class Walker:
             current_part: Part | None = None
             for line in iter(lambda: handle.readline(MAX_LINE), b""):
                 if current is None:
-                    match = re.match(rb"begin(-base64)?\s+[0-7]{3,4}\s+(.+?)\s*$", line)
+                    match = _UU_BEGIN.match(line)
                     if match:
-                        name = match.group(2).decode("utf-8", "replace")
+                        name = match.group(2).rstrip().decode("utf-8", "replace")
                         current_part = self.new_part(
                             part.depth + 1, "application/octet-stream", "uuencode", [name]
                         )

@@ -18,17 +18,17 @@ from email.header import decode_header, make_header
 NAME_HEADERS = ("content-type", "content-disposition")
 NAME_KEYS = ("name", "filename")
 MAX_NAME = 1024
+MAX_VALUE = 16 << 10  # header values past this are read by their two ends
 
 # key[*N][*]=value: a lenient reading of one MIME parameter (RFC 2045 section 5.1, RFC 2231).
-_PARAM = re.compile(
-    r"""(?P<key>[^\s=;"'()]+?)\s*(?:\*\s*(?P<num>\d+))?\s*(?P<ext>\*)?\s*=\s*
-        (?P<value>"(?P<dq>(?:[^"\\]|\\.)*)"?|(?P<tok>(?:\\.|[^;\s\\])*\\?))""",
+_PARAM = re.compile(  # possessive: no backtracking on hostile header values
+    r"""(?<![^\s;])(?P<key>[^\s=;"'()*]++)\s*+(?:\*\s*+(?P<num>\d++))?+\s*+(?P<ext>\*)?+\s*+=
+        \s*+(?P<value>"(?P<dq>(?:[^"\\]|\\.)*+)"?+|(?P<tok>(?:\\.|[^;\s\\])*+\\?+))""",
     re.VERBOSE | re.DOTALL,
 )
 _COMMENT_OR_SPACE = re.compile(rb"\((?:[^()\\]|\\.)*\)|\s+")
 _COMMENT = re.compile(r"\((?:[^()\\]|\\.)*\)")
 _ENCODED_WORD = re.compile(r"=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=")
-_BEGIN = re.compile(rb"^begin(?:-base64)?\s+[0-7]{3,4}\s+(.+?)\s*$", re.MULTILINE)
 
 
 def _decode_words(text: str) -> str:
@@ -69,6 +69,7 @@ def raw_readings(values: Iterable[str], keys: tuple[str, ...] = NAME_KEYS) -> se
     found: set[str] = set()
     segments: dict[str, list[tuple[int, bool, str]]] = {}
     for value in values:
+        value = bounded(value, MAX_VALUE)
         for text in {value, _COMMENT.sub("", value)}:
             for match in _PARAM.finditer(text):
                 key = match.group("key").lower().lstrip(";")
@@ -109,10 +110,16 @@ def raw_readings(values: Iterable[str], keys: tuple[str, ...] = NAME_KEYS) -> se
 def standard_readings(header_block: bytes) -> set[str]:
     """The names Python's email package reads from a part's headers (all of them)."""
     found: set[str] = set()
+    if len(header_block) > 4 * MAX_VALUE:  # only the Content-* headers matter here
+        header_block = b"".join(
+            f"{name}: {bounded(value, MAX_VALUE)}\n".encode("utf-8", "surrogateescape")
+            for name, value in header_values(header_block) if name in NAME_HEADERS
+        )
     try:
         part = message_from_bytes(header_block + b"\n\n", policy=policy.compat32)
         for header in NAME_HEADERS:
             for value in part.get_all(header) or ():
+                value = bounded(str(value), MAX_VALUE)
                 single = message_from_bytes(
                     f"{header}: {value}\n\n".encode("utf-8", "surrogateescape"),
                     policy=policy.compat32,
@@ -161,9 +168,11 @@ def names_from_headers(header_block: bytes) -> list[str]:
     return _tidy(found)
 
 
-def uuencode_names(text: bytes) -> list[str]:
-    """File names from uuencode 'begin MODE NAME' lines in a text body."""
-    return _tidy(m.group(1).decode("utf-8", "replace") for m in _BEGIN.finditer(text))
+def bounded(text: str, limit: int = MAX_NAME) -> str:
+    """Text cut to a limit by dropping its middle: a name's extension is at its end."""
+    if len(text) <= limit:
+        return text
+    return text[: limit // 2] + text[-(limit // 2) :]
 
 
 def _variants(name: str) -> Iterable[str]:
@@ -183,7 +192,7 @@ def _variants(name: str) -> Iterable[str]:
 def _tidy(names: Iterable[str]) -> list[str]:
     seen: set[str] = set()
     for name in names:
-        for variant in _variants(name.strip().strip("\"'").strip()[:MAX_NAME]):
+        for variant in _variants(bounded(name.strip().strip("\"'").strip())):
             if variant:
                 seen.add(variant)
     return sorted(seen)

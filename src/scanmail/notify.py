@@ -20,8 +20,8 @@ _UNSAFE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 
 def plain(text: str) -> str:
-    """Untrusted text made safe for a notification body: no control characters."""
-    return _UNSAFE.sub("?", text)
+    """Untrusted text made safe for a notification body: no control characters, no raw bytes."""
+    return _UNSAFE.sub("?", text.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
 
 
 def build_message(

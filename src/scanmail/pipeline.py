@@ -19,8 +19,14 @@ from pathlib import Path
 
 from scanmail import mime, notify, quarantine
 from scanmail.config import Config
-from scanmail.errors import MalformedSpoolFile, ScannerUnavailable, SpoolError
-from scanmail.events import Event, EventLog
+from scanmail.errors import (
+    GatewayError,
+    MalformedSpoolFile,
+    ScanFailed,
+    ScannerUnavailable,
+    SpoolError,
+)
+from scanmail.events import Event, EventLog, clean
 from scanmail.rules import Reason, Rules, Verdict, load_rules
 from scanmail.scanner import Scanner, Target, TooLarge, make_scanner
 from scanmail.spool import (
@@ -42,6 +48,7 @@ log = logging.getLogger(__name__)
 LOCK_NAME = "scanmail.lock"
 OUTAGE_MARK = "scanner-down"
 HEADER_PEEK = 64 << 10
+SCAN_FAILURES_MAX = 3  # passes a message may fail the scanner before it is held unchecked
 STALE_TMP_SECONDS = 86400  # no writer takes a day over one spool file
 
 
@@ -64,7 +71,9 @@ class PassSummary:
     seen: int = 0
     reasons: Counter[str] = field(default_factory=Counter)
     left: int = 0
-    scanner_error: str = ""
+    errors: int = 0  # messages that met a bug (logged with a traceback)
+    scanner_error: str = ""  # the scanner is down: the pass stopped
+    retry_note: str = ""  # the scanner failed on some message: it is retried next pass
     seconds: float = 0.0
 
     @property
@@ -75,12 +84,16 @@ class PassSummary:
     def quarantined(self) -> int:
         return sum(n for reason, n in self.reasons.items() if reason != Reason.CLEAN.value)
 
+    @property
+    def why_left(self) -> str:
+        return self.scanner_error or self.retry_note or "see the log"
+
     def describe(self) -> str:
         parts = [f"{self.seen} messages", f"{self.delivered} delivered"]
         parts += [f"{n} {reason}" for reason, n in sorted(self.reasons.items())
                   if reason != Reason.CLEAN.value]
         if self.left:
-            parts.append(f"{self.left} left in incoming ({self.scanner_error})")
+            parts.append(f"{self.left} left in incoming ({self.why_left})")
         return ", ".join(parts) + f" in {self.seconds:.1f} s"
 
 
@@ -138,7 +151,21 @@ class Gateway:
         workdir = self.spool.tmp / f"{qid}_d"
         _fresh_dir(workdir)
         try:
-            explosion, decision = self.decide(spool_file, workdir)
+            try:
+                explosion, decision = self.decide(spool_file, workdir)
+            except ScanFailed as exc:
+                explosion, decision = mime.Explosion(), self.scan_failed(spool_file, exc)
+                if decision.verdict is Verdict.RETRY:
+                    self.record_retry(spool_file, str(exc), started, Reason.SCAN_FAILED)
+                    return decision
+            except GatewayError:
+                raise
+            except Exception as exc:
+                # A bug met by this message: never pass it, never stop the pass for it.
+                log.exception("qid=%s internal error while deciding", qid)
+                explosion = mime.Explosion()
+                decision = Decision(Verdict.QUARANTINE, Reason.UNCHECKED,
+                                    detail=f"internal error: {exc!r}"[:300])
             headers = read_headers(spool_file, explosion.header)
             event = self.event_for(spool_file, headers, explosion, decision, started)
             if decision.verdict is Verdict.QUARANTINE:
@@ -151,6 +178,21 @@ class Gateway:
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
         return decision
+
+    def scan_failed(self, spool_file: SpoolFile, exc: ScanFailed) -> Decision:
+        """The scanner failed on this message: retry it, or after a few tries hold it.
+
+        If the scanner answers otherwise, the fault is the message's (it times out, or
+        breaks the stream): after SCAN_FAILURES_MAX passes it is quarantined as unchecked
+        rather than left to block the queue for ever.
+        """
+        self.scanner.version()  # raises ScannerUnavailable: then the scanner is the fault
+        with self.lock:
+            earlier = self.events.count("retry", spool_file.qid, Reason.SCAN_FAILED.value)
+        if earlier + 1 >= SCAN_FAILURES_MAX:
+            return Decision(Verdict.QUARANTINE, Reason.UNCHECKED,
+                            detail=f"scanner failed {earlier + 1} times: {exc}"[:300])
+        return Decision(Verdict.RETRY, Reason.SCAN_FAILED, detail=str(exc))
 
     def decide(self, spool_file: SpoolFile, workdir: Path) -> tuple[mime.Explosion, Decision]:
         """DESIGN.md policy, steps 2 to 7."""
@@ -176,8 +218,7 @@ class Gateway:
         if self.config.scan_policy == "suspect" and suspect is None:
             return explosion, Decision(Verdict.DELIVER, Reason.CLEAN, detail="not suspect")
         message = Target(spool_file.path, spool_file.body_offset)
-        parts = [p.path for p in explosion.parts if p.path is not None and p.size > 0
-                 and not _is_plain_body(p, explosion)]
+        parts = [p.path for p in explosion.parts if p.path is not None and p.size > 0]
         try:
             result = self.scanner.scan(message, parts, workdir)
         except TooLarge as exc:
@@ -250,9 +291,9 @@ class Gateway:
     def notify_sender(self, record: quarantine.Record) -> None:
         text = (
             "A message you sent could not be delivered because it carries a virus.\n\n"
-            f"  To:       {', '.join(record.recipients)}\n"
-            f"  Subject:  {record.subject}\n"
-            f"  Virus:    {', '.join(record.viruses)}\n\n"
+            f"  To:       {clean(', '.join(record.recipients), 1000)}\n"
+            f"  Subject:  {clean(record.subject, 300)}\n"
+            f"  Virus:    {clean(', '.join(record.viruses), 300)}\n\n"
             "Your computer may be infected: please check it with an up-to-date virus\n"
             "scanner. The message has been kept by the mail administrator.\n"
         )
@@ -278,18 +319,21 @@ class Gateway:
         return decision
 
     # -- the scanner's health ---------------------------------------------------------
-    def record_retry(self, spool_file: SpoolFile, why: str, started: float) -> None:
+    def record_retry(
+        self, spool_file: SpoolFile, why: str, started: float,
+        reason: Reason = Reason.SCANNER_DOWN,
+    ) -> None:
         """The scanner gave no answer: the message stays; one alert per outage."""
         event = Event(
             kind="retry", qid=spool_file.qid, sender=spool_file.envelope.sender,
             recipients=spool_file.envelope.recipients, size=spool_file.message_size,
-            verdict=Verdict.RETRY.value, reason=Reason.SCANNER_DOWN.value, detail=why,
+            verdict=Verdict.RETRY.value, reason=reason.value, detail=why,
             scan_ms=int((time.monotonic() - started) * 1000),
         )
         mark = self.config.var_dir / OUTAGE_MARK
         with self.lock:
             self.events.record(event)
-            if mark.exists():
+            if reason is not Reason.SCANNER_DOWN or mark.exists():
                 return
             mark.write_text(f"{time.time():.0f} {why}\n")
             self.events.record(Event(kind="outage", reason="down", detail=why))
@@ -315,43 +359,35 @@ class Gateway:
         )
 
 
-def _is_plain_body(part: mime.Part, explosion: mime.Explosion) -> bool:
-    """An unnamed text body of a well-formed message: clamd's view of the raw message holds it.
-
-    ClamAV decodes the text parts of a message it is sent whole; where the MIME is
-    well-formed its reading and ours agree byte for byte, so scanning these again costs a
-    round trip per body and finds nothing new. Attachments and anything from an odd
-    message are always scanned twice over.
-    """
-    return (not explosion.defects and part.origin == "mime" and not part.names
-            and part.content_type.startswith("text/"))
-
-
 def _alert_text(record: quarantine.Record) -> tuple[str, str]:
+    """Subject and body of the admin alert; every value from the message on one clean line."""
+    def one(value: str, limit: int = 300) -> str:
+        return clean(value, limit)
+
     what = ", ".join(record.viruses) if record.viruses else record.reason
-    subject = f"{record.reason}: {what} from <{record.sender}>"
+    subject = one(f"{record.reason}: {what} from <{record.sender}>", 200)
     stamp = time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(record.time))
     lines = [
         f"Time:        {stamp}",
         f"Spool file:  {record.qid}",
-        f"From:        <{record.sender}>",
-        f"To:          {', '.join(f'<{r}>' for r in record.recipients)}",
-        f"Subject:     {record.subject}",
+        f"From:        <{one(record.sender)}>",
+        f"To:          {one(', '.join(f'<{r}>' for r in record.recipients), 1000)}",
+        f"Subject:     {one(record.subject)}",
         f"Reason:      {record.reason}",
     ]
     if record.viruses:
-        lines.append(f"Virus:       {', '.join(record.viruses)}")
+        lines.append(f"Virus:       {one(', '.join(record.viruses))}")
     if record.detail:
-        lines.append(f"Detail:      {record.detail}")
+        lines.append(f"Detail:      {one(record.detail, 500)}")
     if record.attachments:
-        lines.append(f"Attachments: {', '.join(record.attachments[:20])}")
+        lines.append(f"Attachments: {one(', '.join(record.attachments[:20]), 1000)}")
     lines += [
         "",
         f"The message is kept in quarantine as {record.qid}.",
         f"To look at it:  scanmail quarantine show {record.qid}",
         f"To release it:  scanmail quarantine release {record.qid}",
     ]
-    return subject, notify.plain("\n".join(lines) + "\n")
+    return subject, "\n".join(lines) + "\n"
 
 
 def _with_header(spool_file: SpoolFile, header: str) -> Iterator[bytes]:
@@ -382,13 +418,14 @@ def recover(spool: Spool) -> None:
                     os.unlink(entry.path)
     with contextlib.suppress(FileNotFoundError), os.scandir(spool.outgoing) as entries:
         for entry in entries:
-            st = entry.stat(follow_symlinks=False)
-            if is_complete(st.st_mode) or st.st_mode & 0o777 != INCOMPLETE_MODE:
-                continue
-            if (spool.incoming / entry.name).exists():
-                os.unlink(entry.path)  # our own copy; the original is still in incoming
-            else:
-                mark_complete(Path(entry.path))  # killed between unlink and mark
+            with contextlib.suppress(FileNotFoundError):  # taken by the forwarder meanwhile
+                st = entry.stat(follow_symlinks=False)
+                if is_complete(st.st_mode) or st.st_mode & 0o777 != INCOMPLETE_MODE:
+                    continue
+                if (spool.incoming / entry.name).exists():
+                    os.unlink(entry.path)  # our own copy; the original is still in incoming
+                else:
+                    mark_complete(Path(entry.path))  # killed between unlink and mark
     quarantine.remove_orphans(spool)
 
 
@@ -441,6 +478,17 @@ def _run_all(
                 except ScannerUnavailable as exc:
                     summary.scanner_error = summary.scanner_error or str(exc)
                     summary.left += 1
+                    continue
+                except GatewayError:
+                    raise  # the spool itself failed: stop the run
+                except Exception:
+                    log.exception("a message could not be processed; it stays in incoming")
+                    summary.errors += 1
+                    summary.left += 1
+                    continue
+                if decision.verdict is Verdict.RETRY:  # this message only: go on with others
+                    summary.left += 1
+                    summary.retry_note = summary.retry_note or decision.detail
                     continue
                 summary.reasons[decision.reason.value] += 1
     summary.left += sum(1 for _ in queue)

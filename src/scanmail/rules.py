@@ -28,6 +28,7 @@ class Reason(Enum):
     UNCHECKED = "unchecked"
     MALFORMED = "malformed"
     SCANNER_DOWN = "scanner-down"
+    SCAN_FAILED = "scan-failed"
 
 
 @dataclass(frozen=True)

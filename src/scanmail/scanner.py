@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 from scanmail.config import Config
-from scanmail.errors import ScannerUnavailable
+from scanmail.errors import ScanFailed, ScannerUnavailable
 
 with warnings.catch_warnings():
     # clamd 1.0.2 probes pkg_resources for its version at import; that warns on new setuptools.
@@ -71,7 +71,10 @@ def _connected(address: str, timeout: float) -> Iterator[Any]:
     """A clamd connection, closed afterwards even when connect() fails (the package leaks it)."""
     conn = _clamd_connection(address, timeout)
     try:
-        conn._init_socket()
+        try:
+            conn._init_socket()
+        except (clamd.ClamdError, OSError) as exc:
+            raise ScannerUnavailable(f"clamd at {address}: {exc}") from exc
         yield conn
     finally:
         sock = getattr(conn, "clamd_socket", None)
@@ -114,30 +117,42 @@ class ClamdScanner:
         """The virus name in one target, or None if clean."""
         try:
             with _connected(self.address, self.timeout) as conn:
-                conn._send_command("INSTREAM")
-                with open(target.path, "rb") as handle:
-                    handle.seek(target.offset)
-                    _stream(conn.clamd_socket, handle)
-                reply = conn._recv_response()
-        except (clamd.ClamdError, OSError) as exc:
-            raise ScannerUnavailable(f"clamd at {self.address}: {exc}") from exc
+                reply = _instream(conn, target)
+        except (clamd.ClamdError, OSError) as exc:  # reached, then failed on this object
+            raise ScanFailed(f"clamd at {self.address}: {target.path.name}: {exc}") from exc
         if reply.startswith("INSTREAM size limit exceeded"):
             raise TooLarge(f"clamd refused {target.path.name}: {reply} (raise StreamMaxLength)")
         try:
             _path, virus, status = conn._parse_response(reply)
         except clamd.ClamdError as exc:
-            raise ScannerUnavailable(f"clamd at {self.address}: {reply or exc}") from exc
+            raise ScanFailed(f"clamd at {self.address}: {reply or exc}") from exc
         if status == "FOUND":
             return str(virus)
         if status == "OK":
             return None
-        raise ScannerUnavailable(f"clamd at {self.address}: {reply}")
+        raise ScanFailed(f"clamd at {self.address}: {reply}")
 
 
-def _stream(sock: Any, handle: BinaryIO) -> None:
-    while chunk := handle.read(CHUNK):
-        sock.sendall(struct.pack("!L", len(chunk)) + chunk)
-    sock.sendall(struct.pack("!L", 0))
+def _instream(conn: Any, target: Target) -> str:
+    """Send one object with INSTREAM and read clamd's reply.
+
+    clamd closes the stream as soon as it passes StreamMaxLength; the reply saying so is
+    then waiting to be read, and it must be, or an oversized message would be retried
+    forever instead of being quarantined as unchecked.
+    """
+    conn._send_command("INSTREAM")
+    try:
+        with open(target.path, "rb") as handle:
+            handle.seek(target.offset)
+            while chunk := handle.read(CHUNK):
+                conn.clamd_socket.sendall(struct.pack("!L", len(chunk)) + chunk)
+        conn.clamd_socket.sendall(struct.pack("!L", 0))
+    except (BrokenPipeError, ConnectionResetError):
+        reply = str(conn._recv_response())
+        if reply:
+            return reply
+        raise
+    return str(conn._recv_response())
 
 
 class CommandScanner:
@@ -147,7 +162,7 @@ class CommandScanner:
     command scans that folder once: one process per message, not one per part.
     """
 
-    RAW_NAME = "0000-message.eml"
+    RAW_NAME = "raw-message.eml"  # safe_name() always starts with digits: no clash
 
     def __init__(self, config: Config) -> None:
         self.argv = config.scanner_command

@@ -50,8 +50,11 @@ def _one_pass(config: Config, bars: _Bars) -> int:
         return ExitCode.OK
     if sys.stderr.isatty() and summary.seen:
         click.echo(f"scanmail: {summary.describe()}", err=True)
+    if summary.errors:
+        log.error("%d messages met a bug and stay in incoming (see the log)", summary.errors)
+        return ExitCode.SOFTWARE
     if summary.left:
-        log.error("%d messages left in incoming: %s", summary.left, summary.scanner_error)
+        log.error("%d messages left in incoming: %s", summary.left, summary.why_left)
         return ExitCode.TEMPFAIL
     return ExitCode.OK
 
