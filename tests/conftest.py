@@ -21,15 +21,19 @@ def clamd_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return db
 
 
+def _running_clamd(base: Path, db: Path) -> Iterator[PrivateClamd]:
+    server = PrivateClamd(base, db_dir=db)
+    server.start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture(scope="session")
 def clamd_server(
     tmp_path_factory: pytest.TempPathFactory, clamd_db: Path
 ) -> Iterator[PrivateClamd]:
     """One real clamd for the whole session, on a Unix socket in a private folder."""
-    server = PrivateClamd(tmp_path_factory.mktemp("clamd"), db_dir=clamd_db)
-    server.start()
-    yield server
-    server.stop()
+    yield from _running_clamd(tmp_path_factory.mktemp("clamd"), clamd_db)
 
 
 @pytest.fixture
@@ -37,10 +41,7 @@ def private_clamd(
     tmp_path_factory: pytest.TempPathFactory, clamd_db: Path
 ) -> Iterator[PrivateClamd]:
     """A clamd of the test's own, free to be stopped and restarted."""
-    server = PrivateClamd(tmp_path_factory.mktemp("clamd-own"), db_dir=clamd_db)
-    server.start()
-    yield server
-    server.stop()
+    yield from _running_clamd(tmp_path_factory.mktemp("clamd-own"), clamd_db)
 
 
 @pytest.fixture

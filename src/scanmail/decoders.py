@@ -16,7 +16,6 @@ from collections.abc import Callable, Iterator
 B64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 B64_DELETE = bytes(c for c in range(256) if c not in B64_ALPHABET)
 B64_DELETE_KEEP_PAD = bytes(c for c in range(256) if c not in B64_ALPHABET + b"=")
-_CLEAN_B64_LINE = re.compile(rb"[A-Za-z0-9+/]*={0,2}[ \t]*(?:\r\n|\n|\r)?")
 _HEX = rb"[0-9A-Fa-f]"
 _LINES = re.compile(rb"\r\n|\r|\n")
 
@@ -84,20 +83,6 @@ def b64_last_paragraph(text: bytes) -> bytes:
     """Only what follows the last blank line (junk before it is taken as a preamble)."""
     paragraphs = [p for p in re.split(rb"(?:\r\n|\r|\n)[ \t]*(?:\r\n|\r|\n)", text) if p.strip()]
     return b64_skip_junk(paragraphs[-1]) if paragraphs else b""
-
-
-def is_plain_base64(text: bytes) -> bool:
-    """Well-formed base64: only alphabet lines, padding only at the very end."""
-    body = text.rstrip()
-    if b"=" in body.rstrip(b"=").rstrip():
-        return False
-    pos = 0
-    while pos < len(text):
-        match = _CLEAN_B64_LINE.match(text, pos)
-        if match is None or match.end() == pos:
-            return False
-        pos = match.end()
-    return True
 
 
 def qp_standard(text: bytes) -> bytes:

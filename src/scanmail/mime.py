@@ -95,10 +95,6 @@ class Explosion:
                 seen.setdefault(name, None)
         return list(seen)
 
-    @property
-    def files(self) -> list[Path]:
-        return [part.path for part in self.parts if part.path is not None]
-
 
 def safe_name(name: str, index: int) -> str:
     """A file name that is safe in the work folder: no separators, no dot files, short."""

@@ -8,7 +8,6 @@ import fcntl
 import os
 import re
 import secrets
-import shutil
 import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -257,12 +256,6 @@ def mark_complete(path: Path, durable: bool = True) -> None:
             os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def copy_message(source: SpoolFile, out: BinaryIO) -> None:
-    """Copy a spool file's message bytes to an open file."""
-    with source.open_message() as handle:
-        shutil.copyfileobj(handle, out, 1 << 20)
 
 
 def iter_message(source: SpoolFile, chunk_size: int = 1 << 20) -> Iterator[bytes]:
