@@ -1,0 +1,404 @@
+"""A message's parts: a streaming MIME walk that decodes each leaf into a private folder.
+
+Python's email package holds a whole message in memory several times over (a 68 MB
+message peaks near 400 MB); a gateway must take a 50 MB attachment on a small box, so
+this walk reads line by line and writes each decoded part straight to a file.
+
+Where a message is ambiguous (a broken encoding, an odd boundary, a duplicated header)
+mail clients disagree about what it holds, and a virus can hide in the reading the
+gateway did not make. So the walk notes every ambiguity, decodes such parts in every
+common way (scanmail.mime.readings), and carves base64 runs out of the raw message whatever
+its structure claims. Names are read by scanmail.mime.names; archives by scanmail.mime.archives.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from scanmail.mime import archives, names, readings
+from scanmail.mime.body import TEXT_SNIFF, Body
+from scanmail.mime.headers import (
+    BINHEX_ENCODINGS,
+    IDENTITY,
+    MESSAGE_TYPES,
+    UU_ENCODINGS,
+    YENC_ENCODINGS,
+    match_boundary,
+    read_head,
+)
+from scanmail.mime.lines import MAX_LINE, Lines
+from scanmail.mime.part import Explosion, LimitExceeded, Limits, Part, safe_name
+
+MAX_HEADER_BLOCK = 1 << 20
+ALT_MAX = 1 << 20  # odd bodies up to this size get every lenient reading
+CARVE_ALWAYS = 2 << 20  # messages up to this size are always carved for base64 runs
+CARVE_MAX = 16 << 20  # ambiguous messages up to this size are carved (held in memory)
+_HEADER_LINE = re.compile(rb"[!-9;-~]+[ \t]*:|[ \t]")
+_ENCLOSED = re.compile(
+    rb"^(begin)(?:-base64)?[ \t]+[0-7]{3,4}[ \t]|^(=ybegin) |(\(This file must be converted)",
+    re.MULTILINE,
+)
+_UU_BEGIN = re.compile(rb"begin(-base64)?[ \t]++[0-7]{3,4}[ \t]++(\S[^\r\n]*+)")
+_LONE_CR = re.compile(rb"\r(?!\n)")
+_CARVE = re.compile(rb"(?:^[ \t]*[A-Za-z0-9+/]{4,}={0,2}[ \t]*\r?\n)+", re.MULTILINE)
+
+
+class Walker:
+    """One message's walk: the tree of entities, decoded leaves, limits."""
+
+    def __init__(self, workdir: Path, limits: Limits) -> None:
+        self.workdir = workdir
+        self.limits = limits
+        self.result = Explosion()
+        self.decoded = 0
+        self.top: Lines | None = None
+        self.plain_base64: list[tuple[int, int]] = []  # well-formed base64 bodies (offsets)
+
+    # -- budget -----------------------------------------------------------------
+    def charge(self, size: int) -> None:
+        self.decoded += size
+        if self.decoded > self.limits.max_bytes:
+            raise LimitExceeded(f"decoded size over {self.limits.max_bytes} bytes")
+
+    def new_part(self, depth: int, content_type: str, origin: str, part_names: list[str]) -> Part:
+        if depth > self.limits.max_depth:
+            raise LimitExceeded(f"nesting deeper than {self.limits.max_depth}")
+        if len(self.result.parts) >= self.limits.max_parts:
+            raise LimitExceeded(f"more than {self.limits.max_parts} parts")
+        part = Part(len(self.result.parts), depth, content_type, origin, part_names)
+        self.result.parts.append(part)
+        return part
+
+    def new_file(self, part: Part) -> Path:
+        path = self.workdir / safe_name(part.names[0] if part.names else "", part.index)
+        part.path = path
+        return path
+
+    def add_decoded(self, parent: Part, data: bytes, origin: str) -> Part:
+        """A further reading of a part's body, as a part of its own."""
+        part = self.new_part(parent.depth, parent.content_type, origin, list(parent.names))
+        self.fill(part, data)
+        return part
+
+    def fill(self, part: Part, data: bytes) -> None:
+        """Write a part's decoded bytes into the work folder, then look inside them."""
+        self.charge(len(data))
+        with self.create(part) as out:
+            out.write(data)
+        part.size = len(data)
+        part.head = data[:TEXT_SNIFF]
+        self.after_leaf(part)
+
+    def copy(self, part: Part, chunks: Iterator[bytes], declared: int) -> None:
+        """Write an archive member into the work folder as it is read, then look inside."""
+        self.charge(declared)
+        copied = 0
+        with self.create(part) as out:
+            for chunk in chunks:
+                copied += len(chunk)
+                if copied > declared:  # a lying header: charge what comes
+                    self.charge(len(chunk))
+                out.write(chunk)
+        part.size = copied
+        self.after_leaf(part)
+
+    def create(self, part: Part) -> BinaryIO:
+        """A new file for a part's bytes, never one that exists, never through a link."""
+        path = self.new_file(part)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        return os.fdopen(fd, "wb")
+
+    def open_members(self, part: Part, head: bytes) -> None:
+        """The members of a container part, each a part of its own (walked in turn)."""
+        assert part.path is not None
+        reader = archives.members(part.path, part.size, head)
+        try:
+            with contextlib.closing(reader):
+                for member in reader:
+                    child = self.new_part(part.depth + 1, "application/octet-stream",
+                                          member.origin, member.names)
+                    if member.data is not None:
+                        self.fill(child, member.data)
+                    elif member.chunks is not None:
+                        self.copy(child, member.chunks(), member.size)
+        except archives.ArchiveError as exc:
+            self.result.defects.append(f"{exc.kind} {part.index}: {exc.problem}")
+
+    # -- MIME ---------------------------------------------------------------------
+    def walk(self, source: BinaryIO, depth: int = 0) -> Explosion:
+        lines = Lines(source)
+        self.top = lines
+        self.entity(lines, [], depth, "text/plain")
+        if depth == 0:
+            self.carve(lines)
+        return self.result
+
+    def entity(
+        self, lines: Lines, bounds: list[frozenset[bytes]], depth: int, default: str
+    ) -> bytes | None:
+        """Read one entity (headers and body); return the boundary line that ended it."""
+        header, ended = self.headers(lines, bounds)
+        if not self.result.parts:
+            self.result.header = header
+        head = read_head(header)
+        self.result.defects.extend(head.odd)
+        ctype = head.ctype or default
+        part = self.new_part(depth, ctype, "mime", names.names_from_headers(header))
+        if ended is not None:
+            return ended
+        if ctype.startswith("multipart/") and head.boundaries:
+            return self.multipart(lines, bounds, depth, ctype, head.boundaries)
+        if ctype in MESSAGE_TYPES and head.encoding in IDENTITY:
+            return self.entity(lines, bounds, depth + 1, "text/plain")
+        start = lines.offset
+        ended, end, odd = self.leaf(lines, bounds, part, head.encoding)
+        if lines is self.top and head.encoding == "base64" and not odd and not head.odd:
+            self.plain_base64.append((start, end))  # carving would only find this again
+        if odd or head.odd or head.encoding in (*UU_ENCODINGS, *YENC_ENCODINGS,
+                                                  *BINHEX_ENCODINGS):
+            if odd:
+                self.result.defects.append(odd)
+            self.alternates(part, lines, start, end, head.encodings)
+        self.after_leaf(part, encapsulated=ctype in MESSAGE_TYPES)
+        return ended
+
+    def headers(self, lines: Lines, bounds: list[frozenset[bytes]]) -> tuple[bytes, bytes | None]:
+        block: list[bytes] = []
+        size = 0
+        while True:
+            line, bol = lines.next()
+            if not line:
+                return b"".join(block), b""
+            if bol and match_boundary(line, bounds) is not None:
+                return b"".join(block), line
+            if bol and line in (b"\n", b"\r\n", b"\r"):
+                return b"".join(block), None
+            if not block and line.startswith(b"From "):
+                continue  # an mbox "From " line, not a header (Python skips it too)
+            size += len(line)
+            is_header = not bol or bool(_HEADER_LINE.match(line))
+            if size > MAX_HEADER_BLOCK:  # clients read on; a header this long is hostile
+                raise LimitExceeded(f"header block over {MAX_HEADER_BLOCK} bytes")
+            if not is_header:
+                if block:
+                    self.result.defects.append("header block without separator")
+                lines.push(line)  # the body starts here
+                return b"".join(block), None
+            block.append(line)
+
+    def multipart(
+        self, lines: Lines, bounds: list[frozenset[bytes]], depth: int, ctype: str,
+        boundaries: frozenset[bytes],
+    ) -> bytes | None:
+        inner = [*bounds, boundaries]
+        child_default = "message/rfc822" if ctype == "multipart/digest" else "text/plain"
+        ended = self.skip_tomatch_boundary(lines, inner)  # the preamble
+        while True:
+            if not ended:
+                self.result.defects.append("multipart without close delimiter")
+                return ended
+            which = match_boundary(ended, inner)
+            assert which is not None
+            level, closing = which
+            if level < len(inner) - 1:
+                return ended  # an enclosing boundary ends this multipart too
+            if closing:
+                return self.skip_tomatch_boundary(lines, bounds)  # the epilogue
+            ended = self.entity(lines, inner, depth + 1, child_default)
+
+    def skip_tomatch_boundary(self, lines: Lines, bounds: list[frozenset[bytes]]) -> bytes | None:
+        while True:
+            line, bol = lines.next()
+            if not line:
+                return b"" if bounds else None
+            if bol and match_boundary(line, bounds) is not None:
+                return line
+
+    def leaf(
+        self, lines: Lines, bounds: list[frozenset[bytes]], part: Part, encoding: str
+    ) -> tuple[bytes | None, int, str]:
+        """Decode a leaf body; return what ended it, where the body ends, and any oddity."""
+        sink = Body(self.new_file(part), encoding, self.charge)
+        ended: bytes | None = None
+        try:
+            while True:
+                block = lines.block()
+                if block:
+                    sink.feed(block)
+                    continue
+                line, bol = lines.next()
+                if not line:
+                    ended = b"" if bounds else None
+                    end = lines.offset
+                    break
+                if bol and line.startswith(b"--") and match_boundary(line, bounds) is not None:
+                    ended, end = line, lines.offset - len(line)  # the body ends before it
+                    break
+                sink.feed(line)
+        finally:
+            part.size = sink.close()
+            part.head = sink.head
+        return ended, end, sink.odd
+
+    # -- every reading of an ambiguous body -------------------------------------------
+    def alternates(
+        self, part: Part, lines: Lines, start: int, end: int, encodings: tuple[str, ...]
+    ) -> None:
+        """Decode an odd body in every common way; keep the readings that differ."""
+        if end - start > ALT_MAX:
+            self.result.defects.append(f"part {part.index}: too large for lenient readings")
+            return
+        raw = lines.read_raw(start, end)
+        seen = {_digest_file(part.path)} if part.path else set()
+        for data in _readings(raw, encodings):
+            digest = hashlib.md5(data).digest()
+            if digest not in seen:
+                seen.add(digest)
+                self.add_decoded(part, data, "alternate")
+
+    def carve(self, lines: Lines) -> None:
+        """Base64 runs anywhere in the raw message, whatever its structure says."""
+        size = lines.offset
+        if size > CARVE_MAX or (size > CARVE_ALWAYS and not self.result.defects):
+            return
+        raw = lines.read_raw(0, size)
+        if _LONE_CR.search(raw):
+            raw = raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+            plain: list[tuple[int, int]] = []  # offsets no longer match the stream's
+        else:
+            plain = self.plain_base64
+        runs = [m.group() for gap_start, gap_end in _gaps(plain, len(raw))
+                for m in _CARVE.finditer(raw, gap_start, gap_end) if m.end() - m.start() >= 16]
+        if not runs:
+            return
+        seen = {_digest_file(p.path) for p in self.result.parts if p.path is not None}
+        holder = Part(-1, 0, "application/octet-stream", "carved")
+        for run in runs:
+            for reading in (readings.b64_skip_junk, readings.b64_restart_at_pad):
+                data = reading(run)
+                digest = hashlib.md5(data).digest()
+                if len(data) >= 8 and digest not in seen:
+                    seen.add(digest)
+                    self.add_decoded(holder, data, "carved")
+
+    # -- what a decoded leaf holds --------------------------------------------------
+    def after_leaf(self, part: Part, encapsulated: bool = False) -> None:
+        """Look inside a decoded leaf: an encoded message, uuencode, archives."""
+        if part.path is None:
+            return
+        if encapsulated:  # message/rfc822 sent base64 or quoted-printable
+            with open(part.path, "rb") as inner:
+                self.entity(Lines(inner), [], part.depth + 1, "text/plain")
+            return
+        head = part.head
+        if len(head) < min(part.size, TEXT_SNIFF):
+            with open(part.path, "rb") as handle:
+                head = handle.read(TEXT_SNIFF)
+        # Clients decode uuencode, yEnc and BinHex found in text bodies.
+        whole = part.size <= len(head)
+        text = part.content_type.startswith("text/")
+        markers = _markers(part.path) if text and not whole else _enclosed(head)
+        if b"begin" in markers:
+            self.uudecode(part)
+        if part.size <= ALT_MAX and markers & {b"=ybegin", b"(This file must be converted"}:
+            body = part.path.read_bytes()
+            for decoded in (readings.ydecode(body), readings.binhex_decode(body)):
+                if decoded:
+                    self.add_decoded(part, decoded, "alternate")
+        self.open_members(part, head)
+
+    def uudecode(self, part: Part) -> None:
+        """Files uuencoded inside a text body ('begin MODE NAME' ... 'end')."""
+        assert part.path is not None
+        with open(part.path, "rb") as handle:
+            current: Body | None = None
+            current_part: Part | None = None
+            for line in iter(lambda: handle.readline(MAX_LINE), b""):
+                if current is None:
+                    match = _UU_BEGIN.match(line)
+                    if match:
+                        name = match.group(2).rstrip().decode("utf-8", "replace")
+                        current_part = self.new_part(
+                            part.depth + 1, "application/octet-stream", "uuencode", [name]
+                        )
+                        encoding = "base64" if match.group(1) else "x-uuencode"
+                        current = Body(self.new_file(current_part), encoding, self.charge)
+                    continue
+                if line.strip() in (b"end", b"===="):
+                    assert current_part is not None
+                    current_part.size = current.close()
+                    self.after_leaf(current_part)
+                    current = current_part = None
+                    continue
+                current.feed(line)
+            if current is not None and current_part is not None:
+                current_part.size = current.close()
+                self.after_leaf(current_part)
+
+
+def _readings(raw: bytes, encodings: tuple[str, ...]) -> Iterator[bytes]:
+    """Every reading of a raw body under each encoding its header names, and stacked."""
+    tried = [e for e in encodings if e not in IDENTITY] or ["base64", "quoted-printable"]
+    for encoding in tried:
+        if encoding in ("base64", "quoted-printable"):
+            yield from readings.readings(raw, encoding)
+        elif encoding in UU_ENCODINGS:
+            yield readings.uudecode(raw)
+        elif encoding in YENC_ENCODINGS:
+            yield readings.ydecode(raw)
+        elif encoding in BINHEX_ENCODINGS:
+            yield readings.binhex_decode(raw)
+        else:  # an encoding no one knows: try the common ones
+            yield from readings.readings(raw, "base64")
+            yield from readings.readings(raw, "quoted-printable")
+    if "base64" in tried and "quoted-printable" in tried:
+        yield from readings.readings(readings.qp_standard(raw), "base64")
+        yield readings.qp_standard(readings.b64_skip_junk(raw))
+
+
+def _gaps(ranges: list[tuple[int, int]], size: int) -> Iterator[tuple[int, int]]:
+    """The stretches of [0, size) outside the given (sorted, disjoint) ranges."""
+    pos = 0
+    for start, end in sorted(ranges):
+        if start > pos:
+            yield pos, start
+        pos = max(pos, end)
+    if pos < size:
+        yield pos, size
+
+
+def _enclosed(data: bytes) -> set[bytes]:
+    if b"begin" not in data and b"(This file must" not in data:
+        return set()  # the common case, found at memchr speed
+    return {m.group(m.lastindex or 0) for m in _ENCLOSED.finditer(data)}
+
+
+def _markers(path: Path) -> set[bytes]:
+    """Which enclosed encodings (uuencode, yEnc, BinHex) a text body seems to hold."""
+    found: set[bytes] = set()
+    with open(path, "rb") as handle:
+        tail = b""
+        while chunk := handle.read(1 << 20):
+            found.update(_enclosed(tail + chunk))
+            tail = chunk[-64:]
+    return found
+
+
+def _digest_file(path: Path | None) -> bytes:
+    digest = hashlib.md5()
+    if path is not None:
+        with open(path, "rb") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+    return digest.digest()
+
+
+def explode(source: BinaryIO, workdir: Path, limits: Limits) -> Explosion:
+    """Walk a message, decoding every leaf into workdir; raise LimitExceeded past limits."""
+    return Walker(workdir, limits).walk(source)
