@@ -22,10 +22,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from scanmail import policy, receive
 from scanmail.cli.smtpd import main as smtpd_main
 from scanmail.config import Config, load_config
 from scanmail.install import create_spool
+from scanmail.smtpd import acceptance, server
 from scanmail.spool import list_complete, read_spool_file
 from smtp_sink import free_port, wait_for_port
 
@@ -46,7 +46,7 @@ DIALOGUE = b"EHLO c\r\nMAIL FROM:<ann@ext.example>\r\nRCPT TO:<bob@corp.example>
 
 @contextlib.contextmanager
 def running(config: Config) -> Iterator[int]:
-    """receive.serve in a thread on a free loopback port; yields the port; always stops."""
+    """server.serve in a thread on a free loopback port; yields the port; always stops."""
     port = free_port()
     loop = asyncio.new_event_loop()
     stop = asyncio.Event()
@@ -55,7 +55,7 @@ def running(config: Config) -> Iterator[int]:
     def main() -> None:
         try:
             loop.run_until_complete(
-                receive.serve(config, stop, ("127.0.0.1", port), ready=lambda r: ready.set())
+                server.serve(config, stop, ("127.0.0.1", port), ready=lambda r: ready.set())
             )
         finally:
             ready.set()  # an exception here fails the test as an unhandled thread exception
@@ -485,4 +485,4 @@ def test_sigterm_stops_cleanly_and_user_drop(write_env) -> None:
     ],
 )
 def test_check_address(address: str, utf8: bool, sender: bool, ok: bool) -> None:
-    assert (policy.check_address(address, utf8, sender) is None) is ok
+    assert (acceptance.check_address(address, utf8, sender) is None) is ok

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import click
 
-from scanmail import receive
 from scanmail.cli import config_option, exit_codes, start, verbose_option
 from scanmail.config import SETTINGS
 from scanmail.errors import ConfigError
+from scanmail.smtpd import server
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -31,7 +31,7 @@ def main(config_path: Path | None, verbose: bool, listen: str | None, user: str 
     """Receive mail by SMTP into the incoming spool until SIGTERM."""
     with exit_codes():
         config = start("scanmail-smtpd", config_path, verbose)
-        receive.run(config, parse_listen(listen) if listen else None, user)
+        server.run(config, parse_listen(listen) if listen else None, user)
 
 
 if __name__ == "__main__":

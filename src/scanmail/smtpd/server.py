@@ -19,8 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from scanmail.config import Config
 from scanmail.errors import ConfigError, TempFailure
-from scanmail.policy import Policy
-from scanmail.session import Connections, GatewaySMTP, Handler
+from scanmail.smtpd.acceptance import Policy
+from scanmail.smtpd.session import Connections, GatewaySMTP, Handler
 from scanmail.spool import Spool
 
 log = logging.getLogger(__name__)

@@ -14,10 +14,10 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from scanmail.buffer import MessageBuffer
 from scanmail.errors import GatewayError
 from scanmail.events import clean
-from scanmail.policy import Policy, check_address, peer_ip
+from scanmail.smtpd.acceptance import Policy, check_address, peer_ip
+from scanmail.smtpd.buffer import MessageBuffer
 from scanmail.spool import Envelope as SpoolEnvelope
 from scanmail.spool import Spool
 

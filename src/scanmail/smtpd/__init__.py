@@ -1,0 +1,1 @@
+"""scanmail-smtpd: the SMTP receiver that fills SPOOL/incoming."""
