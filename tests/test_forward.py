@@ -16,11 +16,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from scanmail import forward, relay, retry
 from scanmail.cli.fwd import main as fwd_main
 from scanmail.config import Config, load_config
-from scanmail.dsn import Failure, build_dsn, header_block
 from scanmail.events import EventLog
+from scanmail.fwd import forwarder, retry
+from scanmail.fwd.dsn import Failure, build_dsn, header_block
+from scanmail.fwd.forwarder import Forwarder
+from scanmail.fwd.transport import SmtpTransport
 from scanmail.spool import Envelope, Spool, list_complete, read_spool_file, run_lock
 from smtp_sink import Sink, free_port
 
@@ -99,7 +101,7 @@ def parse(data: bytes) -> email.message.EmailMessage:
 
 def test_delivers_byte_for_byte_and_removes_the_file(config: Config, sink: Sink) -> None:
     path = queue(config, "bob@corp.example", "carol@corp.example")
-    report = forward.Forwarder(config).run_pass()
+    report = Forwarder(config).run_pass()
     assert (report.delivered, report.deferred, report.failed) == (1, 0, 0)
     [received] = sink.messages
     assert received.sender == "ann@ext.example"
@@ -111,14 +113,14 @@ def test_delivers_byte_for_byte_and_removes_the_file(config: Config, sink: Sink)
 
 def test_lf_only_spool_files_are_sent_with_crlf(config: Config, sink: Sink) -> None:
     queue(config, "bob@corp.example", message=MESSAGE.replace(b"\r\n", b"\n").rstrip(b"\n"))
-    forward.Forwarder(config).run_pass()
+    forwarder.Forwarder(config).run_pass()
     assert sink.messages[0].content == MESSAGE
 
 
 def test_null_sender_8bit_and_smtputf8(config: Config, sink: Sink) -> None:
     message = "Subject: grüße\r\n\r\nSmørrebrød \xe9\r\n".encode() + b"raw \xff byte\r\n"
     queue(config, "jörg@corp.example", sender="", message=message)
-    forward.Forwarder(config).run_pass()
+    forwarder.Forwarder(config).run_pass()
     [received] = sink.messages
     assert received.sender == "<>"
     assert received.recipients == ["jörg@corp.example"]
@@ -130,7 +132,7 @@ def test_incomplete_files_are_left_alone(config: Config, sink: Sink) -> None:
     spool = Spool(config.spool_dir)
     path = spool.write("outgoing", Envelope("a@ext.example", ("bob@corp.example",)), [MESSAGE],
                        complete=False)
-    report = forward.Forwarder(config).run_pass()
+    report = Forwarder(config).run_pass()
     assert (report.delivered, sink.messages) == (0, [])
     assert path.exists() and not stat.S_IMODE(path.stat().st_mode) & 0o110
 
@@ -138,7 +140,7 @@ def test_incomplete_files_are_left_alone(config: Config, sink: Sink) -> None:
 def test_451_then_250_delivers_once_after_the_delay(config: Config, sink: Sink) -> None:
     sink.handler.data_replies = ["451 4.3.0 Try again later"]
     clock = Clock()
-    forwarder = forward.Forwarder(config, clock)
+    forwarder = Forwarder(config, clock)
     path = queue(config, "bob@corp.example")
     assert forwarder.run_pass().deferred == 1
     state = json.loads((config.var_dir / "fwd" / f"{path.name}.json").read_text())
@@ -162,7 +164,7 @@ def test_retry_delays_grow() -> None:
 def test_partial_4xx_writes_sent_lines_so_retries_never_repeat(config: Config, sink: Sink) -> None:
     sink.handler.rcpt_replies = {"carol@corp.example": ["452 4.2.2 Mailbox full"]}
     path = queue(config, "bob@corp.example", "carol@corp.example")
-    forwarder = forward.Forwarder(config)
+    forwarder = Forwarder(config)
     assert forwarder.run_pass().deferred == 1
     envelope = read_spool_file(path).envelope
     assert (envelope.recipients, envelope.sent) == (("carol@corp.example",), ("bob@corp.example",))
@@ -211,7 +213,7 @@ def test_550_for_one_of_two(env: Path, config: Config, sink: Sink) -> None:
 def test_no_dsn_to_the_null_sender(config: Config, sink: Sink) -> None:
     sink.handler.rcpt_replies = {"gone@corp.example": ["550 5.1.1 Gone"]}
     queue(config, "gone@corp.example", sender="")
-    report = forward.Forwarder(config).run_pass()
+    report = Forwarder(config).run_pass()
     assert (report.failed, report.queued) == (1, 0)  # no DSN, and no alert that could loop
     assert len(folder(config, "failed")) == 1 and folder(config, "outgoing") == []
 
@@ -221,7 +223,7 @@ def test_one_dsn_lists_every_refused_recipient(config: Config, sink: Sink) -> No
     sink.handler.rcpt_replies = {
         "bob@corp.example": ["554 5.7.1 Rejected"], "carol@corp.example": ["554 5.7.1 Rejected"],
     }
-    report = forward.Forwarder(config).run_pass()
+    report = Forwarder(config).run_pass()
     assert report.failed == 1
     [dsn] = dsns(config, "spam@ext.example")
     statuses = parse(read_spool_file(dsn).read_message()).get_payload()[1].get_payload()[1:]
@@ -253,7 +255,7 @@ def test_lifetime_expires_into_a_bounce(write_env, sink: Sink) -> None:
                                    FWD_MAX_AGE_DAYS="1"))
     sink.handler.data_replies = ["451 4.3.0 Busy"] * 3
     clock = Clock()
-    forwarder = forward.Forwarder(config, clock)
+    forwarder = Forwarder(config, clock)
     path = queue(config, "bob@corp.example")
     assert forwarder.run_pass().deferred == 1
     clock.now += 86400 + retry.RETRY_BASE
@@ -270,7 +272,7 @@ def test_lifetime_expires_while_the_relay_is_down(write_env) -> None:
     old = queue(config, "bob@corp.example")
     young = queue(config, "carol@corp.example")
     os.utime(old, (time.time() - 3 * 86400,) * 2)
-    report = forward.Forwarder(config).run_pass()
+    report = Forwarder(config).run_pass()
     assert report.relay_down and (report.failed, report.deferred) == (1, 1)
     assert [p.name for p in folder(config, "failed")] == [old.name]
     assert young.exists()
@@ -285,7 +287,7 @@ def test_421_drops_the_connection_and_the_next_message_goes_through(
     first = queue(config, "bob@corp.example")
     second = queue(config, "carol@corp.example")
     os.utime(first, (time.time() - 10,) * 2)  # oldest first
-    report = forward.Forwarder(config).run_pass()
+    report = Forwarder(config).run_pass()
     assert (report.deferred, report.delivered) == (1, 1)
     assert first.exists() and not second.exists()
     assert sink.handler.connections == 2
@@ -296,7 +298,7 @@ def test_concurrency_with_connection_reuse(write_env, sink: Sink) -> None:
                                    FWD_CONCURRENCY="3"))
     for n in range(12):
         queue(config, f"user{n}@corp.example")
-    report = forward.Forwarder(config).run_pass()
+    report = Forwarder(config).run_pass()
     assert report.delivered == 12
     assert deliveries(sink) == sorted(f"user{n}@corp.example" for n in range(12))
     assert sink.handler.connections <= 3  # one session per worker, reused
@@ -306,7 +308,7 @@ def test_malformed_file_is_parked(config: Config, sink: Sink) -> None:
     bad = config.spool_dir / "outgoing" / "smtpdbadbadbad"
     bad.write_bytes(b"this is not an envelope\n")
     bad.chmod(0o750)
-    forward.Forwarder(config).run_pass()
+    forwarder.Forwarder(config).run_pass()
     assert (config.spool_dir / "failed" / bad.name).exists()
     assert "malformed" in (config.spool_dir / "failed" / f"{bad.name}.reason").read_text()
     assert events(config, "delivery") == [(bad.name, "failed", "malformed")]
@@ -314,7 +316,7 @@ def test_malformed_file_is_parked(config: Config, sink: Sink) -> None:
 
 def test_second_forwarder_exits_at_once(env: Path, config: Config, sink: Sink) -> None:
     path = queue(config, "bob@corp.example")
-    with run_lock(config.var_dir / forward.LOCK_NAME) as locked:
+    with run_lock(config.var_dir / forwarder.LOCK_NAME) as locked:
         assert locked
         result = CliRunner().invoke(fwd_main, ["--config", str(env), "--once"])
     assert result.exit_code == 0 and path.exists() and sink.messages == []
@@ -322,7 +324,7 @@ def test_second_forwarder_exits_at_once(env: Path, config: Config, sink: Sink) -
 
 def test_daemon_loop_delivers_until_stopped(config: Config, sink: Sink) -> None:
     stop = threading.Event()
-    thread = threading.Thread(target=forward.run, args=(config,), kwargs={"stop": stop})
+    thread = threading.Thread(target=forwarder.run, args=(config,), kwargs={"stop": stop})
     thread.start()
     try:
         queue(config, "bob@corp.example")
@@ -393,7 +395,7 @@ def test_sendmail_missing_is_a_relay_outage(write_env, tmp_path: Path) -> None:
 def test_stale_reused_connection_is_replaced(write_env) -> None:
     with Sink(timeout=0.3) as sink:  # the relay drops idle clients after 0.3 s
         config = load_config(write_env(RELAY_HOST="127.0.0.1", RELAY_PORT=str(sink.port)))
-        transport = relay.SmtpTransport(config)
+        transport = SmtpTransport(config)
         try:
             first = read_spool_file(queue(config, "bob@corp.example"))
             assert transport.deliver(first, ["bob@corp.example"]).delivered == ["bob@corp.example"]

@@ -9,8 +9,8 @@ from types import FrameType
 
 import click
 
-from scanmail import forward
 from scanmail.cli import config_option, exit_codes, start, verbose_option
+from scanmail.fwd import forwarder
 
 
 @click.command()
@@ -28,7 +28,7 @@ def main(config_path: Path | None, verbose: bool, once: bool, flush: bool) -> No
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, request_stop)
     with exit_codes():
-        forward.run(start("scanmail-fwd", config_path, verbose), once, flush, stop)
+        forwarder.run(start("scanmail-fwd", config_path, verbose), once, flush, stop)
 
 
 if __name__ == "__main__":

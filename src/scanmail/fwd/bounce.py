@@ -9,10 +9,10 @@ from pathlib import Path
 
 from scanmail import notify
 from scanmail.config import Config
-from scanmail.dsn import MAX_HEADERS, Failure, build_dsn
 from scanmail.errors import SpoolError
 from scanmail.events import clean
-from scanmail.relay import Reply
+from scanmail.fwd.dsn import MAX_HEADERS, Failure, build_dsn
+from scanmail.fwd.transport import Reply
 from scanmail.spool import Envelope, Spool, SpoolFile
 
 

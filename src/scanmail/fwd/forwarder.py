@@ -17,12 +17,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from scanmail import bounce
 from scanmail.config import Config
 from scanmail.errors import MalformedSpoolFile, SpoolError, TempFailure
 from scanmail.events import Event, EventLog, clean
-from scanmail.relay import Attempt, RelayDown, Reply, Transport, open_transport
-from scanmail.retry import STATE_FOLDER, RetryFolder, RetryState
+from scanmail.fwd import bounce
+from scanmail.fwd.retry import STATE_FOLDER, RetryFolder, RetryState
+from scanmail.fwd.transport import Attempt, RelayDown, Reply, Transport, open_transport
 from scanmail.spool import (
     Envelope,
     Spool,

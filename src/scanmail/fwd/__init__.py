@@ -1,0 +1,1 @@
+"""scanmail-fwd: delivers SPOOL/outgoing to the internal mail server."""
