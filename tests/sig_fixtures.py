@@ -90,7 +90,7 @@ def hash_line(data: bytes, name: str) -> str:
 
 def scan_bytes(clamd: PrivateClamd, data: bytes) -> str:
     """clamd's INSTREAM answer for data, e.g. 'stream: OK'."""
-    from scanmail.clamdctl import clamd_command
+    from scanmail.sigupdate.reload import clamd_command
 
     return clamd_command(str(clamd.socket), "INSTREAM", 10, data)
 

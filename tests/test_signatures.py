@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from scanmail.canary import CANARY_FILE
 from scanmail.cli.sigupdate import main
 from scanmail.errors import ConfigError, ExitCode
 from scanmail.events import Event, EventLog
-from scanmail.freshclam import freshclam_meaning, judge_freshclam
-from scanmail.sigsources import target_name
-from scanmail.sigstep import StepError
+from scanmail.sigupdate.canary import CANARY_FILE
+from scanmail.sigupdate.freshclam import freshclam_meaning, judge_freshclam
+from scanmail.sigupdate.sources import target_name
+from scanmail.sigupdate.steps import StepError
 from scanmail.spool import read_spool_file
 from scanmail.testing import PrivateClamd, eicar
 from sig_fixtures import (

@@ -8,11 +8,12 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from scanmail import pipeline, quarantine, signatures
+from scanmail import pipeline, quarantine
 from scanmail.config import Config
 from scanmail.errors import ExitCode, ScannerUnavailable
 from scanmail.events import DB_NAME, Event, EventLog
 from scanmail.scanner import make_scanner
+from scanmail.sigupdate import update
 from scanmail.spool import MESSAGE_FOLDERS, Spool, list_complete
 
 DAY = 86400.0
@@ -188,7 +189,7 @@ def scanner_state(config: Config) -> ScannerState:
     built = version_date(version)
     if built is not None:
         return ScannerState(version, "", built, "clamd")
-    newest = signatures.freshness(config).newest
+    newest = update.freshness(config).newest
     if newest is None:
         return ScannerState(version, "", None, "")
     return ScannerState(version, "", newest.made, f"{newest.origin} of {newest.name}")

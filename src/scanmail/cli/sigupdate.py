@@ -7,9 +7,9 @@ from pathlib import Path
 
 import click
 
-from scanmail import signatures
 from scanmail.cli import config_option, exit_codes, start, verbose_option
-from scanmail.freshclam import FRESHCLAM_TIMEOUT
+from scanmail.sigupdate import update
+from scanmail.sigupdate.freshclam import FRESHCLAM_TIMEOUT
 
 
 @click.command()
@@ -31,10 +31,10 @@ def main(config_path: Path | None, verbose: bool, check: bool, freshclam_timeout
     with exit_codes():
         config = start("sigupdate", config_path, verbose)
         if check:
-            report = signatures.check(config)
+            report = update.check(config)
             click.echo("\n".join(report.lines))
         else:
-            report = signatures.update(config, freshclam_timeout)
+            report = update.update(config, freshclam_timeout)
             if report.verdict == "busy" or (verbose and report.lines):
                 click.echo("\n".join(report.lines), err=True)
         sys.exit(int(report.exit_code))

@@ -18,11 +18,11 @@ from datetime import UTC
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
-from scanmail.canary import CANARY_FILE
 from scanmail.errors import ConfigError, ExitCode
-from scanmail.freshclam import first_error
-from scanmail.sigdb import SOURCE_EXTENSIONS, TOOL_TIMEOUT, extension
-from scanmail.sigstep import StepError
+from scanmail.sigupdate.canary import CANARY_FILE
+from scanmail.sigupdate.database import SOURCE_EXTENSIONS, TOOL_TIMEOUT, extension
+from scanmail.sigupdate.freshclam import first_error
+from scanmail.sigupdate.steps import StepError
 from scanmail.spool import fsync_dir
 
 FETCH_TIMEOUT = 120.0  # whole download of one extra signature file

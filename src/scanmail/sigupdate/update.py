@@ -15,16 +15,18 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from scanmail.clamdctl import clamd_state, sync_clamd
 from scanmail.config import Config
 from scanmail.errors import ConfigError, ExitCode
 from scanmail.events import Event, EventLog
-from scanmail.freshclam import FRESHCLAM_TIMEOUT, run_freshclam
 from scanmail.notify import alert_admin
-from scanmail.sigdb import freshness as freshness  # status.py reads signatures.freshness()
-from scanmail.sigdb import snapshot
-from scanmail.sigsources import target_name, update_source
-from scanmail.sigstep import Problem, StepError, Steps
+from scanmail.sigupdate.database import (
+    freshness as freshness,  # status.py reads signatures.freshness()
+)
+from scanmail.sigupdate.database import snapshot
+from scanmail.sigupdate.freshclam import FRESHCLAM_TIMEOUT, run_freshclam
+from scanmail.sigupdate.reload import clamd_state, sync_clamd
+from scanmail.sigupdate.sources import target_name, update_source
+from scanmail.sigupdate.steps import Problem, StepError, Steps
 from scanmail.spool import Spool, run_lock
 
 log = logging.getLogger(__name__)

@@ -6,7 +6,7 @@ import re
 import subprocess
 
 from scanmail.errors import ExitCode
-from scanmail.sigstep import StepError
+from scanmail.sigupdate.steps import StepError
 
 FRESHCLAM_TIMEOUT = 1800.0  # a first download of main.cvd on a slow line takes minutes
 

@@ -7,10 +7,10 @@ import socket
 import struct
 import time
 
-from scanmail.canary import CANARY_FILE, Canary, read_canary, write_canary
 from scanmail.config import Config
 from scanmail.errors import ScannerUnavailable
-from scanmail.sigstep import StepError
+from scanmail.sigupdate.canary import CANARY_FILE, Canary, read_canary, write_canary
+from scanmail.sigupdate.steps import StepError
 
 CHECK_CLAMD_TIMEOUT = 5.0
 

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from scanmail.canary import CANARY_FILE
 from scanmail.config import Config
+from scanmail.sigupdate.canary import CANARY_FILE
 
 log = logging.getLogger(__name__)
 

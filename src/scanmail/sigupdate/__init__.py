@@ -1,0 +1,1 @@
+"""sigupdate: fresh signatures, clamd reloaded and confirmed, alarm when stale."""
