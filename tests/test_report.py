@@ -19,12 +19,13 @@ import pytest
 from click.testing import CliRunner
 
 from mail import message
-from scanmail import pipeline, quarantine, report, report_output, report_queries
+from scanmail import pipeline, quarantine
 from scanmail.cli.daysumm import main
 from scanmail.config import Config, load_config
+from scanmail.daysumm import model, output, queries
+from scanmail.daysumm.html import render_page
+from scanmail.daysumm.text import WIDTH, render_text
 from scanmail.events import Event, EventLog
-from scanmail.report_html import render_page
-from scanmail.report_text import WIDTH, render_text
 from scanmail.spool import Envelope, Spool, list_complete, read_spool_file
 from scanmail.testing import eicar
 
@@ -72,8 +73,8 @@ def events(config: Config) -> Iterator[EventLog]:
         yield log
 
 
-def make(config: Config, day: date = DAY, now: float = AFTER) -> report.Report:
-    return report_queries.make_report(config, day, now)
+def make(config: Config, day: date = DAY, now: float = AFTER) -> model.Report:
+    return queries.make_report(config, day, now)
 
 
 # -- the figures ---------------------------------------------------------------------------
@@ -89,7 +90,7 @@ def test_counts_follow_the_event_database(config, events):
         events.record(Event("delivery", verdict=verdict, time=at(DAY, 10)), quiet=True)
     events.record(Event("bounce", time=at(DAY, 10)), quiet=True)
     counts = make(config).counts
-    assert counts == report.DayCounts(
+    assert counts == model.DayCounts(
         DAY, received=27, delivered=20, quarantined=7, banned=3, infected=2, unchecked=1,
         malformed=1, retried=2, released=1, deleted=1, size=27000, forwarded=2, deferred=1,
         failed=1, bounces=1,
@@ -123,22 +124,22 @@ def test_the_day_is_compared_with_the_previous_seven_days(config, events):
     record_day(events, DAY - timedelta(days=8), clean=5000)  # outside the week: ignored
     record_day(events, DAY, clean=104, infected=30)
     made = make(config)
-    assert made.compare("received") == report.Change(134, pytest.approx(716 / 7))
+    assert made.compare("received") == model.Change(134, pytest.approx(716 / 7))
     infected = made.compare("infected")
     assert infected.value == 30 and infected.average == pytest.approx(16 / 7)
     assert infected.is_jump and not made.compare("received").is_jump
     line = next(line for line in render_text(made).splitlines() if "infected" in line)
     assert line.rstrip().endswith("<<")
-    assert report_output.subject_line(made).endswith(" - unusual: quarantined, infected")
+    assert output.subject_line(made).endswith(" - unusual: quarantined, infected")
 
 
 def test_a_drop_is_a_jump_too_but_small_numbers_are_not():
-    assert report.Change(10, 100.0).is_jump
-    assert report.Change(300, 100.0).is_jump
-    assert not report.Change(140, 100.0).is_jump
-    assert not report.Change(3, 0.0).is_jump and report.Change(6, 0.0).is_jump
-    assert report.Change(0, 0.0).percent == "" and report.Change(6, 0.0).percent == "new"
-    assert report.Change(150, 100.0).percent == "+50%"
+    assert model.Change(10, 100.0).is_jump
+    assert model.Change(300, 100.0).is_jump
+    assert not model.Change(140, 100.0).is_jump
+    assert not model.Change(3, 0.0).is_jump and model.Change(6, 0.0).is_jump
+    assert model.Change(0, 0.0).percent == "" and model.Change(6, 0.0).percent == "new"
+    assert model.Change(150, 100.0).percent == "+50%"
 
 
 def test_viruses_senders_recipients_and_names_of_blocked_mail(config, events):
@@ -172,7 +173,7 @@ def test_outages_count_and_their_downtime_is_clipped_to_the_day(config, events):
     events.record(Event("outage", reason="up", time=at(DAY, 12, 30)), quiet=True)
     events.record(Event("outage", reason="down", time=at(DAY, 23, 50)), quiet=True)
     outages = make(config).outages
-    assert outages == report.Outages(count=2, downtime=(10 + 30 + 10) * 60, down_at_end=True)
+    assert outages == model.Outages(count=2, downtime=(10 + 30 + 10) * 60, down_at_end=True)
     assert "outages: 2, down 50 min in all (still down at the end)" in render_text(make(config))
 
 
@@ -185,7 +186,7 @@ def test_signatures_are_the_last_update_known_at_the_end_of_the_day(config, even
     events.record(Event("sigupdate", verdict="ok", detail="daily 27001",
                         time=at(DAY + timedelta(days=1), 1)), quiet=True)
     sig = make(config).signatures
-    assert sig == report.Signatures(at(DAY, 13), "failed", "network down", runs=2, failures=1,
+    assert sig == model.Signatures(at(DAY, 13), "failed", "network down", runs=2, failures=1,
                                     good_age=23 * 3600)
     assert "last good update: 23 h old at the end of the day" in render_text(make(config))
 
@@ -203,7 +204,7 @@ def test_backlog_is_what_waits_in_the_spool_now(config, spool_root):
     assert backlog["incoming"].files == 2
     assert backlog["incoming"].oldest_age == pytest.approx(7200, abs=5)
     assert backlog["outgoing"].files == 1 and backlog["failed"].files == 0
-    assert backlog["quarantine"] == report.Folder("quarantine", 0, None, 0)
+    assert backlog["quarantine"] == model.Folder("quarantine", 0, None, 0)
 
 
 def test_blocked_messages_show_their_subject_and_status_as_of_now(config, events, spool_root):
@@ -216,9 +217,9 @@ def test_blocked_messages_show_their_subject_and_status_as_of_now(config, events
     blocked = {b.qid: b for b in make(config).blocked}
     assert [b.qid for b in make(config).blocked] == ["smtpdlater", "smtpdgone", "smtpdkept"]
     assert blocked["smtpdkept"].subject == "Grüße" and blocked["smtpdgone"].subject is None
-    assert blocked["smtpdgone"].status is report.Status.RELEASED
-    assert blocked["smtpdlater"].status is report.Status.QUARANTINED  # deleted after the report
-    assert make(config, now=AFTER + 7200).blocked[0].status is report.Status.DELETED
+    assert blocked["smtpdgone"].status is model.Status.RELEASED
+    assert blocked["smtpdlater"].status is model.Status.QUARANTINED  # deleted after the report
+    assert make(config, now=AFTER + 7200).blocked[0].status is model.Status.DELETED
 
 
 # -- rendering -----------------------------------------------------------------------------
@@ -256,9 +257,9 @@ def test_text_fits_80_columns_and_shows_no_control_characters(config, events, sp
 
 
 def test_printable_values_are_valid_utf8_without_controls_or_bidi_overrides():
-    assert report.printable("caf\udce9.exe") == "caf\ufffd.exe"  # a raw 8-bit byte
-    assert report.printable("a\x1b[31m\u202eb\u2066") == "a?[31m?b?"
-    assert report.printable("x" * 500) == "x" * 199 + "\u2026"
+    assert model.printable("caf\udce9.exe") == "caf\ufffd.exe"  # a raw 8-bit byte
+    assert model.printable("a\x1b[31m\u202eb\u2066") == "a?[31m?b?"
+    assert model.printable("x" * 500) == "x" * 199 + "\u2026"
 
 
 def test_html_escapes_everything_that_came_from_a_message(config, events, spool_root):
@@ -303,7 +304,7 @@ def test_the_page_is_self_contained(config, events, spool_root):
 
 def test_empty_database_reports_without_error(config):
     made = make(config)
-    assert made.counts == report.DayCounts(DAY)
+    assert made.counts == model.DayCounts(DAY)
     text = render_text(made)
     assert "Messages received" in text and "signatures: no update recorded yet" in text
     assert "<svg" in render_page(made)
@@ -407,7 +408,7 @@ def test_report_counts_equal_the_spool_and_the_events_after_a_real_pass(spool_ro
     with EventLog(config.var_dir) as events:
         scans = list(events.query(kinds=["scan"]))
     day = date.fromtimestamp(scans[0].time)
-    made = report_queries.make_report(config, day)
+    made = queries.make_report(config, day)
     in_folder = {name: {p.name for p in list_complete(spool.folder(name))}
                  for name in ("incoming", "outgoing", "quarantine")}
     expected = Counter(qids.values())
@@ -427,7 +428,7 @@ def test_report_counts_equal_the_spool_and_the_events_after_a_real_pass(spool_ro
     assert backlog["quarantine"] == 6
     assert backlog["outgoing"] == len(in_folder["outgoing"])  # the clean mail and the alerts
 
-    report_output.run(config, day)  # and the mail goes out beside them
+    output.run(config, day)  # and the mail goes out beside them
     [(_, msg)] = [(e, m) for e, m in reports_in_outgoing(spool_root)
                   if m["Subject"].startswith(f"[scanmail] {day.isoformat()}")]
     assert "12 received, 6 quarantined, 2 infected" in msg["Subject"]

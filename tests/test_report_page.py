@@ -26,9 +26,9 @@ from typing import Any
 import pytest
 
 from scanmail.config import Config
+from scanmail.daysumm.output import write_page
+from scanmail.daysumm.queries import make_report
 from scanmail.events import Event, EventLog
-from scanmail.report_output import write_page
-from scanmail.report_queries import make_report
 from test_report import (
     AFTER,
     DAY,

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from scanmail import report_output
 from scanmail.cli import config_option, exit_codes, start, verbose_option
+from scanmail.daysumm import output
 
 
 def choose_day(day: datetime | None, yesterday: bool) -> date:
@@ -42,6 +42,6 @@ def main(
     """Report a day of mail and viruses from the event database; mail it to ADMIN_EMAIL."""
     chosen = choose_day(day, yesterday)
     with exit_codes():
-        text = report_output.run(start("daysumm", config_path, verbose), chosen, to_stdout, page)
+        text = output.run(start("daysumm", config_path, verbose), chosen, to_stdout, page)
     if to_stdout:
         click.echo(text, nl=False)

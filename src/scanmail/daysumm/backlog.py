@@ -7,8 +7,8 @@ import os
 from email.header import decode_header, make_header
 
 from scanmail import quarantine
+from scanmail.daysumm.model import Folder, printable
 from scanmail.errors import GatewayError
-from scanmail.report import Folder, printable
 from scanmail.spool import Spool, list_complete
 
 

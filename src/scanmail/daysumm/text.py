@@ -6,7 +6,7 @@ import textwrap
 import time
 from collections.abc import Iterator, Sequence
 
-from scanmail.report import Blocked, Folder, Report, Tally
+from scanmail.daysumm.model import Blocked, Folder, Report, Tally
 
 WIDTH = 80
 BAR = 44

@@ -11,8 +11,8 @@ import html
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
-from scanmail.report import Blocked, Folder, Report, Tally
-from scanmail.report_text import FIGURES, duration, moment, number, plural, size
+from scanmail.daysumm.model import Blocked, Folder, Report, Tally
+from scanmail.daysumm.text import FIGURES, duration, moment, number, plural, size
 
 _Scale = Callable[[float], float]
 

@@ -17,8 +17,8 @@ from datetime import date, datetime, timedelta
 from datetime import time as clock_time
 
 from scanmail.config import Config
-from scanmail.events import EventLog
-from scanmail.report import (
+from scanmail.daysumm.backlog import measure_backlog, read_subject
+from scanmail.daysumm.model import (
     CHART_DAYS,
     COUNT_FIELDS,
     HISTORY_DAYS,
@@ -31,7 +31,7 @@ from scanmail.report import (
     Tally,
     printable,
 )
-from scanmail.report_spool import measure_backlog, read_subject
+from scanmail.events import EventLog
 from scanmail.rules import Reason, Verdict
 from scanmail.spool import Spool
 

@@ -9,12 +9,12 @@ from datetime import date
 from pathlib import Path
 
 from scanmail.config import Config
+from scanmail.daysumm.html import render_mail, render_page
+from scanmail.daysumm.model import Report
+from scanmail.daysumm.queries import make_report
+from scanmail.daysumm.text import render_text
 from scanmail.errors import ExitCode, GatewayError
 from scanmail.notify import build_message, enqueue
-from scanmail.report import Report
-from scanmail.report_html import render_mail, render_page
-from scanmail.report_queries import make_report
-from scanmail.report_text import render_text
 from scanmail.spool import Spool
 
 log = logging.getLogger(__name__)

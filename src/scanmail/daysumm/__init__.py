@@ -1,0 +1,1 @@
+"""daysumm: the nightly report (mail) and the statistics page (HTML)."""
