@@ -20,12 +20,12 @@ from collections.abc import Iterator
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
+from scanmail.admin.init import create_spool
 from scanmail.config import Config
 from scanmail.daysumm.html import render_page
 from scanmail.daysumm.queries import make_report
 from scanmail.daysumm.text import render_text
 from scanmail.events import COLUMNS, EventLog
-from scanmail.install import create_spool
 
 VIRUSES = [f"Win.Trojan.Agent-{n}" for n in range(40)] + ["Eicar-Test-Signature"]
 REASONS = (("clean", 0.94), ("banned", 0.035), ("infected", 0.02), ("unchecked", 0.004),

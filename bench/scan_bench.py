@@ -26,9 +26,9 @@ from email.message import EmailMessage
 from email.policy import SMTP
 from pathlib import Path
 
+from scanmail.admin.init import create_spool
 from scanmail.config import load_config
-from scanmail.install import create_spool
-from scanmail.scanner import ClamdScanner, Target
+from scanmail.scan.scanner import ClamdScanner, Target
 from scanmail.spool import Envelope, Spool, list_complete, read_spool_file
 from scanmail.testing import TESTFILES, PrivateClamd, eicar
 

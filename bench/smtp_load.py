@@ -29,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from scanmail.install import create_spool
+from scanmail.admin.init import create_spool
 from scanmail.spool import list_complete, read_spool_file
 
 RCPT = "bob@corp.example"

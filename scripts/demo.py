@@ -9,7 +9,7 @@ from email.message import EmailMessage
 from email.policy import SMTP
 from pathlib import Path
 
-from scanmail.install import create_spool
+from scanmail.admin.init import create_spool
 from scanmail.spool import Envelope, Spool, read_spool_file
 from scanmail.testing import TESTFILES, PrivateClamd, eicar
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from scanmail.install import create_spool
+from scanmail.admin.init import create_spool
 from scanmail.testing import PrivateClamd
 
 

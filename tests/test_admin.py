@@ -12,10 +12,10 @@ import pytest
 from click.testing import CliRunner, Result
 
 from mail import enqueue, folder_of, message
+from scanmail.admin.status import format_age, version_date
 from scanmail.cli.scan import main
 from scanmail.events import EventLog
 from scanmail.quarantine import Record
-from scanmail.status import format_age, version_date
 from scanmail.testing import eicar
 
 DAY = 86400.0

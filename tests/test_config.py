@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from scanmail.admin.init import create_spool, render_env_example
 from scanmail.cli.scan import main
 from scanmail.config import SETTINGS, load_config
 from scanmail.errors import ConfigError
-from scanmail.install import create_spool, render_env_example
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -9,7 +9,7 @@ import pytest
 
 from mail import enqueue, folder_of
 from scanmail.config import load_config
-from scanmail.pipeline import run
+from scanmail.scan.runner import run
 from test_names import CORPORA
 
 NOXXI = CORPORA / "noxxi-mime-is-broken"

@@ -9,7 +9,7 @@ import pytest
 
 from mail import enqueue, folder_of, message, nested, raw_message
 from scanmail.config import load_config
-from scanmail.pipeline import run
+from scanmail.scan.runner import run
 from scanmail.testing import sample_files
 
 FILES = sample_files()

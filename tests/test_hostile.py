@@ -9,7 +9,7 @@ import zipfile
 
 from mail import RCPT, SENDER, enqueue, folder_of
 from scanmail.config import load_config
-from scanmail.pipeline import run
+from scanmail.scan.runner import run
 from scanmail.testing import PrivateClamd, eicar
 from test_pipeline import events, run_scanmail
 

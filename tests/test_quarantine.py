@@ -11,6 +11,7 @@ import pytest
 
 from mail import RCPT, SENDER, message
 from scanmail import mime, quarantine
+from scanmail.admin import show
 from scanmail.events import EventLog
 from scanmail.quarantine import QuarantineError, Record
 from scanmail.spool import Envelope, Spool
@@ -177,7 +178,7 @@ def test_purge_clears_old_extras_left_without_a_message_but_not_new_ones(spool_r
 def test_examine_shows_decoded_headers_the_part_tree_and_stored_parts(spool_root):
     data = message("=?utf-8?q?Gr=C3=BC=C3=9Fe?=", attachments=[("invoice.exe", b"MZ" * 100)])
     qid = store(spool_root, data)
-    seen = quarantine.examine(Spool(spool_root), qid, LIMITS)
+    seen = show.examine(Spool(spool_root), qid, LIMITS)
     assert ("Subject", "Grüße") in seen.headers
     assert ("From", SENDER) in seen.headers
     types = [(p.depth, p.content_type, p.names) for p in seen.parts]
@@ -191,7 +192,7 @@ def test_examine_shows_decoded_headers_the_part_tree_and_stored_parts(spool_root
 
 def test_examine_reports_a_message_past_the_limits_without_failing(spool_root):
     qid = store(spool_root, message("big", attachments=[("a.bin", b"x" * 5000)]))
-    seen = quarantine.examine(Spool(spool_root), qid, mime.Limits(max_bytes=1000))
+    seen = show.examine(Spool(spool_root), qid, mime.Limits(max_bytes=1000))
     assert seen.problem.startswith("decoding stopped: decoded size over 1000")
     assert seen.parts[0].content_type == "multipart/mixed"
 
@@ -200,6 +201,6 @@ def test_examine_of_an_unreadable_envelope_shows_the_record_only(spool_root):
     qid = store(spool_root, message("broken"))
     path = spool_root / "quarantine" / qid
     path.write_bytes(b"garbage\n" + path.read_bytes())
-    seen = quarantine.examine(Spool(spool_root), qid, LIMITS)
+    seen = show.examine(Spool(spool_root), qid, LIMITS)
     assert seen.problem.startswith("envelope unreadable")
     assert seen.headers == () and seen.record.qid == qid

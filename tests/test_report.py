@@ -19,13 +19,14 @@ import pytest
 from click.testing import CliRunner
 
 from mail import message
-from scanmail import pipeline, quarantine
+from scanmail import quarantine
 from scanmail.cli.daysumm import main
 from scanmail.config import Config, load_config
 from scanmail.daysumm import model, output, queries
 from scanmail.daysumm.html import render_page
 from scanmail.daysumm.text import WIDTH, render_text
 from scanmail.events import Event, EventLog
+from scanmail.scan import runner
 from scanmail.spool import Envelope, Spool, list_complete, read_spool_file
 from scanmail.testing import eicar
 
@@ -403,7 +404,7 @@ def test_report_counts_equal_the_spool_and_the_events_after_a_real_pass(spool_ro
         envelope = Envelope(f"sender{i % 3}@outside.example", ("bob@corp.example",))
         qids[spool.write("incoming", envelope, [data]).name] = expected
     config = load_config(write_env())
-    pipeline.run(config)
+    runner.run(config)
 
     with EventLog(config.var_dir) as events:
         scans = list(events.query(kinds=["scan"]))

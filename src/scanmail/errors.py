@@ -40,8 +40,11 @@ class ScannerUnavailable(TempFailure):
     """The virus scanner could not give an answer (down, timeout, error)."""
 
 
-class ScanFailed(ScannerUnavailable):
-    """The scanner was reached but failed on this one object (timeout, dropped stream, error)."""
+class ScanFailed(TempFailure):
+    """The scanner was reached but failed on this one object (timeout, dropped stream, error).
+
+    Not a ScannerUnavailable: the scanner is up, and the pass goes on with other mail.
+    """
 
 
 class SpoolError(GatewayError):

@@ -15,15 +15,17 @@ from pathlib import Path
 
 import click
 
-from scanmail import pipeline, quarantine
+from scanmail import quarantine
+from scanmail.admin import show
+from scanmail.admin.status import format_age, gather
 from scanmail.cli import exit_codes, start
 from scanmail.config import Config
 from scanmail.errors import ExitCode, SpoolError
 from scanmail.events import EventLog
 from scanmail.mime import Limits, Part
-from scanmail.rules import Reason, Verdict, load_rules
+from scanmail.scan import Inspector, load_rules, rescanner
 from scanmail.spool import Spool
-from scanmail.status import format_age, gather
+from scanmail.verdict import Reason, Verdict
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 QUARANTINE_REASONS = [r.value for r in Reason if r not in (Reason.CLEAN, Reason.SCANNER_DOWN)]
@@ -165,12 +167,12 @@ def show_command(ctx: click.Context, qid: str) -> None:
         spool = spool_of(config)
         limits = Limits(config.decode_max_bytes, config.decode_max_parts,
                         config.decode_max_depth)
-        seen = quarantine.examine(spool, qid, limits)
+        seen = show.examine(spool, qid, limits)
         for line in show_lines(seen, quarantine.extras_dir(spool, qid)):
             click.echo(safe(line))
 
 
-def show_lines(seen: quarantine.Examination, extras: Path) -> Iterator[str]:
+def show_lines(seen: show.Examination, extras: Path) -> Iterator[str]:
     yield "Record:"
     yield from (f"  {line}" for line in seen.record.to_text().splitlines())
     yield "Headers:"
@@ -204,7 +206,7 @@ def part_line(part: Part) -> str:
 def release_command(ctx: click.Context, qid: str, rescan: bool, force: bool) -> None:
     """Send a quarantined message on to the internal server, unchanged."""
     with admin(ctx) as config, event_log(config) as events:
-        vet = quarantine.rescanner(config) if rescan else None
+        vet = rescanner(config) if rescan else None
         target = quarantine.release(spool_of(config), qid, events, who(), vet, force)
         click.echo(f"released {qid} to {target.parent}")
 
@@ -261,10 +263,8 @@ def check_command(ctx: click.Context, files: tuple[Path, ...], rules_dir: Path |
     Exit 0 if every file would be delivered, 1 if any would be quarantined (infected,
     banned, unchecked, malformed), 75 if the scanner does not answer.
     """
-    from scanmail.cli.scan import describe  # scan imports this module: import at call time
-
     with admin(ctx) as config:
-        inspector = pipeline.Inspector(config)
+        inspector = Inspector(config)
         if rules_dir is not None:
             inspector.rules = load_rules(rules_dir)
         if not inspector.rules.bad:  # a missing file is an empty list: say so
@@ -273,7 +273,7 @@ def check_command(ctx: click.Context, files: tuple[Path, ...], rules_dir: Path |
         code = ExitCode.OK
         for path in files:
             inspection = inspector.inspect(path)
-            click.echo(safe(describe(inspection)))
+            click.echo(safe(inspection.describe()))
             if inspection.decision.verdict is Verdict.QUARANTINE:
                 code = ExitCode.FAILURE
         sys.exit(code)

@@ -10,12 +10,13 @@ from typing import Any
 
 import click
 
-from scanmail import pipeline
+from scanmail.admin.init import create_spool
 from scanmail.cli import admin, config_option, exit_codes, log, start, verbose_option
-from scanmail.config import DEFAULT_SPOOL, Config
+from scanmail.config import DEFAULT_SPOOL, Config, load_config
 from scanmail.errors import ExitCode
-from scanmail.install import create_spool
 from scanmail.logs import setup_logging
+from scanmail.scan import Inspector, runner
+from scanmail.spool import Spool, list_complete
 
 PROGRESS_MIN = 20  # a backlog at least this long gets a progress bar on a terminal
 
@@ -26,7 +27,7 @@ class _Bars:
     def __init__(self) -> None:
         self.open: list[Any] = []
 
-    def __call__(self, total: int) -> pipeline.Progress:
+    def __call__(self, total: int) -> runner.Progress:
         if total < PROGRESS_MIN or not sys.stderr.isatty():
             return lambda n: None
         bar = click.progressbar(length=total, label="scanning", file=sys.stderr)
@@ -42,7 +43,7 @@ class _Bars:
 
 def _one_pass(config: Config, bars: _Bars) -> int:
     try:
-        summary = pipeline.run(config, bars)
+        summary = runner.run(config, bars)
     finally:
         bars.close()
     if summary.locked:
@@ -100,21 +101,11 @@ def main(
         _watch(config, bars, interval)
 
 
-def describe(inspection: pipeline.Inspection) -> str:
-    """One line: file, verdict, reason and why (virus, pattern or limit)."""
-    decision = inspection.decision
-    why = ", ".join(decision.viruses) or decision.detail
-    line = f"{inspection.path.name}: {decision.verdict.value} {decision.reason.value}"
-    return f"{line} ({why})" if why else line
-
-
 def _dry_run(config: Config) -> int:
-    from scanmail.spool import Spool, list_complete
-
-    inspector = pipeline.Inspector(config)
+    inspector = Inspector(config)
     for path in list_complete(Spool(config.spool_dir).incoming):
         try:
-            click.echo(describe(inspector.inspect(path)))
+            click.echo(inspector.inspect(path).describe())
         except FileNotFoundError:
             continue  # moved by a real pass meanwhile
     return ExitCode.OK
@@ -140,8 +131,6 @@ def init(ctx: click.Context, spool_dir: Path | None, user: str | None) -> None:
     with exit_codes():
         setup_logging("scanmail", ctx.obj["verbose"])
         if spool_dir is None:
-            from scanmail.config import load_config
-
             spool_dir = load_config(ctx.obj["config_path"]).spool_dir
         for path in create_spool(spool_dir, user):
             click.echo(f"installed {path}")

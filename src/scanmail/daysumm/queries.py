@@ -32,8 +32,8 @@ from scanmail.daysumm.model import (
     printable,
 )
 from scanmail.events import EventLog
-from scanmail.rules import Reason, Verdict
 from scanmail.spool import Spool
+from scanmail.verdict import Reason, Verdict
 
 # Why mail is quarantined, in the order the report lists them.
 REASONS = tuple(

@@ -1,34 +1,13 @@
-"""Rules: the matches.bad / matches.doc pattern lists, and the verdict they lead to."""
+"""Rules: the matches.bad / matches.doc pattern lists, and the names they hit."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
 
 from scanmail.errors import ConfigError
-
-
-class Verdict(Enum):
-    """Where a message goes."""
-
-    DELIVER = "deliver"
-    QUARANTINE = "quarantine"
-    RETRY = "retry"
-
-
-class Reason(Enum):
-    """Why."""
-
-    CLEAN = "clean"
-    BANNED = "banned"
-    INFECTED = "infected"
-    UNCHECKED = "unchecked"
-    MALFORMED = "malformed"
-    SCANNER_DOWN = "scanner-down"
-    SCAN_FAILED = "scan-failed"
 
 
 @dataclass(frozen=True)

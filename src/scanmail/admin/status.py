@@ -8,11 +8,11 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from scanmail import pipeline, quarantine
+from scanmail import quarantine
 from scanmail.config import Config
 from scanmail.errors import ExitCode, ScannerUnavailable
 from scanmail.events import DB_NAME, Event, EventLog
-from scanmail.scanner import make_scanner
+from scanmail.scan import LOCK_NAME, OUTAGE_MARK, make_scanner
 from scanmail.sigupdate import update
 from scanmail.spool import MESSAGE_FOLDERS, Spool, list_complete
 
@@ -209,10 +209,10 @@ def pass_state(config: Config, events: EventLog | None) -> PassState:
     """The last pass (the run lock's mtime), the last decision and any scanner outage."""
     started = None
     with contextlib.suppress(FileNotFoundError):
-        started = (config.var_dir / pipeline.LOCK_NAME).stat().st_mtime
+        started = (config.var_dir / LOCK_NAME).stat().st_mtime
     outage = ""
     with contextlib.suppress(FileNotFoundError):
-        outage = (config.var_dir / pipeline.OUTAGE_MARK).read_text().strip()[:200] or "yes"
+        outage = (config.var_dir / OUTAGE_MARK).read_text().strip()[:200] or "yes"
     decision = events.last("scan") if events is not None else None
     return PassState(started, decision, outage)
 
