@@ -12,9 +12,10 @@ import pytest
 from click.testing import CliRunner, Result
 
 from mail import enqueue, folder_of, message
-from scanmail.admin.status import format_age, version_date
+from scanmail.admin.status import version_date
 from scanmail.cli.scan import main
 from scanmail.events import EventLog
+from scanmail.humanize import duration
 from scanmail.quarantine import Record
 from scanmail.testing import eicar
 
@@ -186,8 +187,8 @@ def test_show_gives_record_headers_and_part_tree_but_never_the_payload(spool_roo
     out = result.output
     assert "Reason: infected" in out and "Virus: Eicar-Test-Signature" in out
     assert "Subject: look ?[2J here" in out and "\x1b" not in out
-    assert re.search(r"^ {4}application/octet-stream  'joke.txt'  68B$", out, re.MULTILINE)
-    assert f"{qid}.d/parts:" in out and "0002-joke.txt  68B" in out
+    assert re.search(r"^ {4}application/octet-stream  'joke.txt'  68 B$", out, re.MULTILINE)
+    assert f"{qid}.d/parts:" in out and "0002-joke.txt  68 B" in out
     assert b"EICAR" not in out.encode() and b"WDVPIVA" not in out.encode()  # nor its base64
 
 
@@ -218,7 +219,7 @@ def test_purge_defaults_to_the_retention_setting(spool_root, write_env):
     age(spool_root, banned, 6)
     result = scanmail(env, "quarantine", "purge")
     assert result.exit_code == 0
-    assert "deleted 1 messages" in result.output and "more than 7d ago" in result.output
+    assert "deleted 1 messages" in result.output and "more than 7 days ago" in result.output
     assert folder_of(spool_root, infected) == [] and folder_of(spool_root, banned) == ["quarantine"]
 
 
@@ -311,8 +312,8 @@ def test_status_is_0_when_all_is_well(spool_root, write_env, tmp_path):
     assert result.exit_code == 0, result.output
     out = result.output
     assert re.search(r"^incoming +0$", out, re.MULTILINE)
-    assert re.search(r"^outgoing +1   oldest \d+s$", out, re.MULTILINE)
-    assert "ClamAV" in out and "signatures 0s old (file time of local.hdb)" in out
+    assert re.search(r"^outgoing +1   oldest \d+ s$", out, re.MULTILINE)
+    assert "ClamAV" in out and "signatures 0 s old (file time of local.hdb)" in out
     assert "last decision" in out and "deliver clean" in out
     assert out.endswith("status: ok\n")
 
@@ -321,8 +322,8 @@ def test_signature_age_is_read_from_clamds_version_reply():
     assert version_date("ClamAV 1.0.7/27300/Mon May 13 08:36:45 2024") == time.mktime(
         (2024, 5, 13, 8, 36, 45, 0, 0, -1))
     assert version_date("ClamAV 1.4.6") is None  # no official database loaded
-    assert [format_age(s) for s in (5, 125, 3600, 3 * 3600 + 300, 2 * DAY, 2 * DAY + 7200)] == [
-        "5s", "2m", "1h", "3h 05m", "2d", "2d 2h"]
+    assert [duration(s) for s in (5, 125, 3600, 3 * 3600 + 300, 2 * DAY, 2 * DAY + 7200)] == [
+        "5 s", "2 min 5 s", "1 h", "3 h 5 min", "2 days", "2 days 2 h"]
 
 
 def test_status_is_75_when_the_scanner_does_not_answer(spool_root, write_env, tmp_path):
@@ -340,7 +341,7 @@ def test_status_is_1_when_signatures_are_stale(spool_root, write_env, tmp_path):
     assert scanmail(env, "--once").exit_code == 0
     result = scanmail(env, "status")
     assert result.exit_code == 1
-    assert "! signatures are 4d old (SIG_MAX_AGE_DAYS=3)" in result.output
+    assert "! signatures are 4 days old (SIG_MAX_AGE_DAYS=3)" in result.output
 
 
 def test_status_is_1_when_mail_waits_too_long(spool_root, write_env, tmp_path):
@@ -351,11 +352,11 @@ def test_status_is_1_when_mail_waits_too_long(spool_root, write_env, tmp_path):
     os.utime(stuck, (long_ago, long_ago))
     result = scanmail(env, "status")
     assert result.exit_code == 1
-    assert "! incoming: a message has waited 1h to be scanned" in result.output
+    assert "! incoming: a message has waited 1 h to be scanned" in result.output
     assert scanmail(env, "status", "--max-wait", "2h").exit_code == 0
     stuck.rename(spool_root / "outgoing" / stuck.name)
     result = scanmail(env, "status")
-    assert result.exit_code == 1 and "! outgoing: a message has waited 1h" in result.output
+    assert result.exit_code == 1 and "! outgoing: a message has waited 1 h" in result.output
 
 
 def test_status_shows_the_forwarders_deferrals(spool_root, write_env, tmp_path):
@@ -380,7 +381,7 @@ def test_status_is_1_before_any_pass_and_when_passes_stop(spool_root, write_env,
     long_ago = time.time() - 2 * 3600
     os.utime(lock, (long_ago, long_ago))
     stopped = scanmail(env, "status")
-    assert stopped.exit_code == 1 and "! no scanning pass for 2h" in stopped.output
+    assert stopped.exit_code == 1 and "! no scanning pass for 2 h" in stopped.output
 
 
 def test_status_of_a_missing_spool_is_an_io_error(tmp_path, write_env):

@@ -29,6 +29,7 @@ from scanmail.events import Event, EventLog
 from scanmail.scan import runner
 from scanmail.spool import Envelope, Spool, list_complete, read_spool_file
 from scanmail.testing import eicar
+from scanmail.untrusted import one_line
 
 DAY = date(2025, 3, 11)
 AFTER = datetime(2025, 3, 12, 0, 5).timestamp()  # the cron run at 00:05 the next morning
@@ -258,9 +259,9 @@ def test_text_fits_80_columns_and_shows_no_control_characters(config, events, sp
 
 
 def test_printable_values_are_valid_utf8_without_controls_or_bidi_overrides():
-    assert model.printable("caf\udce9.exe") == "caf\ufffd.exe"  # a raw 8-bit byte
-    assert model.printable("a\x1b[31m\u202eb\u2066") == "a?[31m?b?"
-    assert model.printable("x" * 500) == "x" * 199 + "\u2026"
+    assert one_line("caf\udce9.exe") == "caf\ufffd.exe"  # a raw 8-bit byte
+    assert one_line("a\x1b[31m\u202eb\u2066") == "a?[31m?b?"
+    assert one_line("x" * 500) == "x" * 199 + "\u2026"
 
 
 def test_html_escapes_everything_that_came_from_a_message(config, events, spool_root):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 import sqlite3
 import threading
 import time
@@ -12,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from scanmail.errors import SpoolError
+from scanmail.untrusted import one_line, storable
 
 log = logging.getLogger(__name__)
 
@@ -71,18 +71,6 @@ COLUMNS = (
     "verdict", "reason", "viruses", "attachments", "scan_ms", "detail",
 )
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
-def storable(text: str) -> str:
-    """Text with raw 8-bit bytes (surrogate escapes) shown as U+FFFD, so UTF-8 can hold it."""
-    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-
-
-def clean(text: str, limit: int = 200) -> str:
-    """An untrusted value made safe for one log line: no control characters, bounded."""
-    text = _CONTROL.sub("?", storable(text))
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 @dataclass(frozen=True)
@@ -108,7 +96,7 @@ class Event:
         parts = [f"qid={self.qid or '-'}", f"event={self.kind}"]
         if self.kind in ("scan", "retry", "release", "delivery"):
             parts += [
-                f"from=<{clean(self.sender)}>",
+                f"from=<{one_line(self.sender)}>",
                 f"rcpts={len(self.recipients)}",
                 f"size={self.size}",
             ]
@@ -118,11 +106,11 @@ class Event:
         if self.viruses:
             reason += ":" + ",".join(self.viruses)
         if reason:
-            parts.append(f"reason={clean(reason)}")
+            parts.append(f"reason={one_line(reason)}")
         if self.kind == "scan":
             parts.append(f"ms={self.scan_ms}")
         if self.detail:
-            parts.append(f"detail={clean(self.detail)!r}")
+            parts.append(f"detail={one_line(self.detail)!r}")
         return " ".join(parts)
 
     def row(self) -> tuple[object, ...]:

@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from scanmail.errors import GatewayError, MalformedSpoolFile, SpoolError
-from scanmail.events import Event, EventLog, clean
+from scanmail.events import Event, EventLog
 from scanmail.spool import Spool, fsync_dir, is_complete, read_spool_file
+from scanmail.untrusted import one_line
 
 RECORD = "record"
 PARTS = "parts"
@@ -66,7 +67,7 @@ class Record:
             *[("Attachment", name) for name in self.attachments],
             ("Release-With", f"scanmail quarantine release {self.qid}"),
         ]
-        return "".join(f"{key}: {clean(value, 2000)}\n" for key, value in lines if value)
+        return "".join(f"{key}: {one_line(value, 2000)}\n" for key, value in lines if value)
 
     @classmethod
     def from_text(cls, text: str) -> Record:

@@ -12,6 +12,7 @@ from scanmail import quarantine
 from scanmail.config import Config
 from scanmail.errors import ExitCode, ScannerUnavailable
 from scanmail.events import DB_NAME, Event, EventLog
+from scanmail.humanize import duration
 from scanmail.scan import LOCK_NAME, OUTAGE_MARK, make_scanner
 from scanmail.sigupdate import update
 from scanmail.spool import MESSAGE_FOLDERS, Spool, list_complete
@@ -74,22 +75,22 @@ class Status:
         elif scanner.signatures is None:
             yield "signature age unknown: no date from the scanner, no database in SIG_DB_DIR"
         elif self.now - scanner.signatures > self.sig_max_age:
-            yield (f"signatures are {format_age(self.now - scanner.signatures)} old "
+            yield (f"signatures are {duration(self.now - scanner.signatures)} old "
                    f"(SIG_MAX_AGE_DAYS={self.sig_max_age / DAY:g}): is sigupdate running?")
 
     def waiting_problems(self) -> Iterator[str]:
         for folder in self.folders:
             waited = self.now - folder.oldest if folder.oldest is not None else 0.0
             if folder.name == "incoming" and waited > self.max_wait:
-                yield f"incoming: a message has waited {format_age(waited)} to be scanned"
+                yield f"incoming: a message has waited {duration(waited)} to be scanned"
             if folder.name == "outgoing" and waited > self.max_wait:
-                yield (f"outgoing: a message has waited {format_age(waited)} to be forwarded "
+                yield (f"outgoing: a message has waited {duration(waited)} to be forwarded "
                        "(is the relay up? is scanmail-fwd running?)")
         started = self.last_pass.started
         if started is None:
             yield "no scanning pass has run yet (is scanmail.service running?)"
         elif self.now - started > self.max_wait:
-            yield f"no scanning pass for {format_age(self.now - started)} (is scanmail running?)"
+            yield f"no scanning pass for {duration(self.now - started)} (is scanmail running?)"
 
     @property
     def exit_code(self) -> ExitCode:
@@ -111,7 +112,7 @@ class Status:
     def folder_line(self, folder: FolderState) -> str:
         line = f"{folder.name:<12} {folder.count:>6}"
         if folder.oldest is not None:
-            line += f"   oldest {format_age(self.now - folder.oldest)}"
+            line += f"   oldest {duration(self.now - folder.oldest)}"
         if folder.name == "outgoing" and self.deferred:
             latest = max(self.deferred, key=lambda event: event.time)
             line += f"   {len(self.deferred)} deferred, last: {latest.detail[:80]}"
@@ -122,7 +123,7 @@ class Status:
             return f"NOT ANSWERING: {self.scanner.error}"
         text = self.scanner.version
         if self.scanner.signatures is not None:
-            age = format_age(self.now - self.scanner.signatures)
+            age = duration(self.now - self.scanner.signatures)
             text += f"; signatures {age} old ({self.scanner.source})"
         return text
 
@@ -130,27 +131,14 @@ class Status:
         state = self.last_pass
         if state.started is None:
             return "never"
-        text = f"{format_age(self.now - state.started)} ago"
+        text = f"{duration(self.now - state.started)} ago"
         if state.decision is not None:
             event = state.decision
-            text += (f"; last decision {format_age(self.now - event.time)} ago: "
+            text += (f"; last decision {duration(self.now - event.time)} ago: "
                      f"{event.qid} {event.verdict} {event.reason}")
         if state.outage:
             text += f"; scanner outage: {state.outage}"
         return text
-
-
-def format_age(seconds: float) -> str:
-    """A duration the way a person reads it: 45s, 12m, 3h 05m, 4d 2h."""
-    seconds = max(0, int(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    minutes, hours, days = seconds // 60, seconds // 3600, seconds // 86400
-    if seconds < 3600:
-        return f"{minutes}m"
-    if seconds < 86400:
-        return f"{hours}h {minutes % 60:02d}m" if minutes % 60 else f"{hours}h"
-    return f"{days}d {hours % 24}h" if hours % 24 else f"{days}d"
 
 
 def gather(config: Config, max_wait: float, now: float | None = None) -> Status:

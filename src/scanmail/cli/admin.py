@@ -8,7 +8,6 @@ import pwd
 import re
 import sys
 import time
-import unicodedata
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -17,14 +16,16 @@ import click
 
 from scanmail import quarantine
 from scanmail.admin import show
-from scanmail.admin.status import format_age, gather
+from scanmail.admin.status import gather
 from scanmail.cli import exit_codes, start
 from scanmail.config import Config
 from scanmail.errors import ExitCode, SpoolError
 from scanmail.events import EventLog
+from scanmail.humanize import duration, size
 from scanmail.mime import Limits, Part
 from scanmail.scan import Inspector, load_rules, rescanner
 from scanmail.spool import Spool
+from scanmail.untrusted import for_terminal
 from scanmail.verdict import Reason, Verdict
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -58,11 +59,6 @@ def _period(ctx: click.Context, param: click.Parameter, value: str | None) -> fl
 
 def _since(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
     return None if value is None else parse_since(value)
-
-
-def safe(text: str) -> str:
-    """Text from a message made harmless on a terminal: no control or format characters."""
-    return "".join("?" if unicodedata.category(c).startswith("C") else c for c in text)
 
 
 def who() -> str:
@@ -113,18 +109,6 @@ def event_log(config: Config) -> Iterator[EventLog]:
         yield events
 
 
-def human_size(size: int) -> str:
-    """1234567 -> 1.2M; 681 -> 681B."""
-    if size < 1024:
-        return f"{size}B"
-    value = size / 1024
-    for unit in ("K", "M"):
-        if value < 1024:
-            return f"{value:.1f}{unit}"
-        value /= 1024
-    return f"{value:.1f}G"
-
-
 # -- scanmail quarantine ... ------------------------------------------------------------
 
 
@@ -154,8 +138,8 @@ def list_line(record: quarantine.Record) -> str:
     stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(record.time))
     rcpts = ",".join(record.recipients[:3]) + (",..." if len(record.recipients) > 3 else "")
     what = record.what if len(record.what) <= 40 else record.what[:37] + "..."
-    return safe(f"{record.qid}  {stamp}  {record.reason:<9}  {what or '-'}  "
-                f"<{record.sender}>  {rcpts}  {human_size(record.size)}")
+    return for_terminal(f"{record.qid}  {stamp}  {record.reason:<9}  {what or '-'}  "
+                f"<{record.sender}>  {rcpts}  {size(record.size)}")
 
 
 @quarantine_group.command("show")
@@ -169,7 +153,7 @@ def show_command(ctx: click.Context, qid: str) -> None:
                         config.decode_max_depth)
         seen = show.examine(spool, qid, limits)
         for line in show_lines(seen, quarantine.extras_dir(spool, qid)):
-            click.echo(safe(line))
+            click.echo(for_terminal(line))
 
 
 def show_lines(seen: show.Examination, extras: Path) -> Iterator[str]:
@@ -182,7 +166,7 @@ def show_lines(seen: show.Examination, extras: Path) -> Iterator[str]:
     if seen.problem:
         yield f"  ({seen.problem})"
     yield f"Decoded files in {extras / quarantine.PARTS}:"
-    yield from (f"  {name}  {human_size(size)}" for name, size in seen.stored)
+    yield from (f"  {name}  {size(length)}" for name, length in seen.stored)
     if not seen.stored:
         yield "  (none)"
 
@@ -193,7 +177,7 @@ def part_line(part: Part) -> str:
         line += f" [{part.origin}]"
     line += "".join(f"  {name!r}" for name in part.names[:3])
     if part.path is not None:
-        line += f"  {human_size(part.size)}"
+        line += f"  {size(part.size)}"
     return line
 
 
@@ -240,9 +224,9 @@ def purge_command(ctx: click.Context, older_than: float | None, dry_run: bool) -
         verb = "would delete" if dry_run else "deleted"
         for record in chosen:
             click.echo(f"{verb} {list_line(record)}")
-        total = human_size(sum(record.size for record in chosen))
+        total = size(sum(record.size for record in chosen))
         click.echo(f"{verb} {len(chosen)} messages ({total}) quarantined more than "
-                   f"{format_age(period)} ago")
+                   f"{duration(period)} ago")
 
 
 # -- scanmail check, scanmail status ------------------------------------------------------
@@ -273,7 +257,7 @@ def check_command(ctx: click.Context, files: tuple[Path, ...], rules_dir: Path |
         code = ExitCode.OK
         for path in files:
             inspection = inspector.inspect(path)
-            click.echo(safe(inspection.describe()))
+            click.echo(for_terminal(inspection.describe()))
             if inspection.decision.verdict is Verdict.QUARANTINE:
                 code = ExitCode.FAILURE
         sys.exit(code)
@@ -295,7 +279,7 @@ def status_command(ctx: click.Context, max_wait: float) -> None:
     with admin(ctx) as config:
         state = gather(config, max_wait)
         for line in state.lines():
-            click.echo(safe(line))
+            click.echo(for_terminal(line))
         sys.exit(state.exit_code)
 
 

@@ -7,9 +7,10 @@ import os
 from email.header import decode_header, make_header
 
 from scanmail import quarantine
-from scanmail.daysumm.model import Folder, printable
+from scanmail.daysumm.model import Folder
 from scanmail.errors import GatewayError
 from scanmail.spool import Spool, list_complete
+from scanmail.untrusted import one_line
 
 
 def measure_folder(spool: Spool, name: str, now: float) -> Folder:
@@ -63,4 +64,4 @@ def read_subject(spool: Spool, qid: str) -> str | None:
     # An undecodable encoded-word is shown as it came: a clue in itself.
     with contextlib.suppress(ValueError, LookupError, UnicodeError, AssertionError):
         subject = str(make_header(decode_header(subject)))
-    return printable(subject)
+    return one_line(subject)

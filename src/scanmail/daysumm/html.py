@@ -7,12 +7,13 @@ message is escaped here, at the one place it becomes HTML.
 
 from __future__ import annotations
 
-import html
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from scanmail.daysumm.model import Blocked, Folder, Report, Tally
-from scanmail.daysumm.text import FIGURES, duration, moment, number, plural, size
+from scanmail.daysumm.text import FIGURES
+from scanmail.humanize import duration, moment, number, plural, size
+from scanmail.untrusted import for_html
 
 _Scale = Callable[[float], float]
 
@@ -78,7 +79,7 @@ footer { margin-top: 28px; color: #8a909c; font-size: 12.5px; }
 
 def esc(text: object) -> str:
     """Text as HTML: the only way a value reaches the page."""
-    return html.escape(str(text), quote=True)
+    return for_html(text)
 
 
 def short(text: str, limit: int = 90) -> str:

@@ -2,29 +2,14 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, fields
 from datetime import date
 from enum import Enum
 from typing import NamedTuple
 
-from scanmail.events import storable
-
 HISTORY_DAYS = 36  # the 30 charted days, plus 6 before them for the first rolling average
 CHART_DAYS = 30
 COMPARE_DAYS = 7
-MAX_TEXT = 200
-
-# Control characters, and the bidirectional overrides that make "invoice\u202efdp.exe" show
-# as "invoiceexe.pdf" (CVE-2021-42574 style): shown as '?' so the name reads as it is.
-_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
-
-
-def printable(text: str, limit: int = MAX_TEXT) -> str:
-    """A value that came from a message, safe to show: valid UTF-8, no controls, bounded."""
-    text = _UNPRINTABLE.sub("?", storable(text))
-    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
-
 
 @dataclass(frozen=True)
 class Tally:

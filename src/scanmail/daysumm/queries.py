@@ -29,10 +29,10 @@ from scanmail.daysumm.model import (
     Signatures,
     Status,
     Tally,
-    printable,
 )
 from scanmail.events import EventLog
 from scanmail.spool import Spool
+from scanmail.untrusted import one_line
 from scanmail.verdict import Reason, Verdict
 
 # Why mail is quarantined, in the order the report lists them.
@@ -146,7 +146,7 @@ def _split(text: str) -> list[str]:
 def _top(counter: Counter[str], limit: int = TOP) -> tuple[Tally, ...]:
     """The most frequent names, ties by name, made printable."""
     ranked = sorted(counter.items(), key=lambda item: (-item[1], item[0]))[:limit]
-    return tuple(Tally(printable(name), count) for name, count in ranked)
+    return tuple(Tally(one_line(name), count) for name, count in ranked)
 
 
 def count_viruses_by_day(
@@ -272,7 +272,7 @@ def last_signatures(db: sqlite3.Connection, start: float, end: float) -> Signatu
         (*SIG_GOOD, end),
     ).fetchone()
     good_age = None if good_time is None else end - good_time
-    return Signatures(last[0], last[1], printable(last[2], 600), runs, int(failures), good_age)
+    return Signatures(last[0], last[1], one_line(last[2], 600), runs, int(failures), good_age)
 
 
 def list_blocked(
@@ -289,12 +289,12 @@ def list_blocked(
     return tuple(
         Blocked(
             time=moment,
-            qid=printable(qid),
-            sender=printable(sender),
-            recipients=tuple(printable(r) for r in _split(recipients)),
-            reason=printable(reason),
-            viruses=tuple(printable(v) for v in _split(viruses)),
-            attachments=tuple(printable(a) for a in _split(attachments)),
+            qid=one_line(qid),
+            sender=one_line(sender),
+            recipients=tuple(one_line(r) for r in _split(recipients)),
+            reason=one_line(reason),
+            viruses=tuple(one_line(v) for v in _split(viruses)),
+            attachments=tuple(one_line(a) for a in _split(attachments)),
             subject=read_subject(spool, qid),
             status=statuses.get(qid, Status.QUARANTINED),
         )

@@ -10,10 +10,10 @@ from pathlib import Path
 from scanmail import notify
 from scanmail.config import Config
 from scanmail.errors import SpoolError
-from scanmail.events import clean
 from scanmail.fwd.dsn import MAX_HEADERS, Failure, build_dsn
 from scanmail.fwd.transport import Reply
 from scanmail.spool import Envelope, Spool, SpoolFile
+from scanmail.untrusted import one_line
 
 
 def send_dsn(
@@ -67,7 +67,7 @@ def alert_undeliverable(
     text = "\n".join([
         f"The message {message.qid} from <{message.envelope.sender}> could not be delivered to:",
         "",
-        *(f"  {clean(line, 400)}" for line in lines),
+        *(f"  {one_line(line, 400)}" for line in lines),
         "",
         f"Delivered to: {', '.join(delivered) or '(none in the last attempt)'}",
         "The sender was sent a delivery status notification.",

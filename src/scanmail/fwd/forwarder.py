@@ -19,7 +19,7 @@ from pathlib import Path
 
 from scanmail.config import Config
 from scanmail.errors import MalformedSpoolFile, SpoolError, TempFailure
-from scanmail.events import Event, EventLog, clean
+from scanmail.events import Event, EventLog
 from scanmail.fwd import bounce
 from scanmail.fwd.retry import STATE_FOLDER, RetryFolder, RetryState
 from scanmail.fwd.transport import Attempt, RelayDown, Reply, Transport, open_transport
@@ -33,6 +33,7 @@ from scanmail.spool import (
     read_spool_file,
     run_lock,
 )
+from scanmail.untrusted import one_line
 
 log = logging.getLogger(__name__)
 
@@ -300,7 +301,7 @@ def run(
             report = forwarder.run_pass(flush, stop)
             flush = False
             if report.relay_down and not down:
-                log.warning("relay down, mail waits in outgoing: %s", clean(report.relay_down))
+                log.warning("relay down, mail waits in outgoing: %s", one_line(report.relay_down))
             elif down and not report.relay_down:
                 log.warning("relay reachable again")
             down = report.relay_down
@@ -311,7 +312,7 @@ def _check(report: PassReport) -> None:
     """Exit 75 (TempFailure) when mail was left for later."""
     if report.relay_down:
         raise TempFailure(
-            f"relay unreachable ({clean(report.relay_down)}); "
+            f"relay unreachable ({one_line(report.relay_down)}); "
             f"{report.deferred} message(s) left in outgoing"
         )
     if report.deferred:

@@ -6,14 +6,14 @@ import time
 
 from scanmail import notify, quarantine
 from scanmail.config import Config
-from scanmail.events import clean
 from scanmail.spool import Spool
+from scanmail.untrusted import one_line
 
 
 def alert_text(record: quarantine.Record) -> tuple[str, str]:
     """Subject and body of the admin alert; every value from the message on one clean line."""
     def one(value: str, limit: int = 300) -> str:
-        return clean(value, limit)
+        return one_line(value, limit)
 
     what = ", ".join(record.viruses) if record.viruses else record.reason
     subject = one(f"{record.reason}: {what} from <{record.sender}>", 200)
@@ -50,9 +50,9 @@ def notify_sender(config: Config, spool: Spool, record: quarantine.Record) -> No
     """The courteous notice to the sender of an infected message (NOTIFY_SENDER=yes)."""
     text = (
         "A message you sent could not be delivered because it carries a virus.\n\n"
-        f"  To:       {clean(', '.join(record.recipients), 1000)}\n"
-        f"  Subject:  {clean(record.subject, 300)}\n"
-        f"  Virus:    {clean(', '.join(record.viruses), 300)}\n\n"
+        f"  To:       {one_line(', '.join(record.recipients), 1000)}\n"
+        f"  Subject:  {one_line(record.subject, 300)}\n"
+        f"  Virus:    {one_line(', '.join(record.viruses), 300)}\n\n"
         "Your computer may be infected: please check it with an up-to-date virus\n"
         "scanner. The message has been kept by the mail administrator.\n"
     )

@@ -15,11 +15,11 @@ from typing import Any
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from scanmail.errors import GatewayError
-from scanmail.events import clean
 from scanmail.smtpd.acceptance import Policy, check_address, peer_ip
 from scanmail.smtpd.buffer import MessageBuffer
 from scanmail.spool import Envelope as SpoolEnvelope
 from scanmail.spool import Spool
+from scanmail.untrusted import one_line
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ class Handler:
         problem = check_address(sender, bool(envelope.smtp_utf8), sender=True) if sender else None
         if problem:
             log.info("qid=- event=receive verdict=refused reason=sender client=%s from=<%s>",
-                     _client(session), clean(sender))
+                     _client(session), one_line(sender))
             return problem
         size = _size_option(options)
         free = _free_bytes(self.spool.tmp) if size else None
@@ -102,7 +102,7 @@ class Handler:
         if not (allowed or self.policy.is_trusted(session.peer)):
             log.info(
                 "qid=- event=receive verdict=refused reason=relay client=%s from=<%s> rcpt=<%s>",
-                _client(session), clean(spool_sender(envelope.mail_from)), clean(address),
+                _client(session), one_line(spool_sender(envelope.mail_from)), one_line(address),
             )
             return "550 5.7.1 Relaying denied"
         if address not in envelope.rcpt_tos:
@@ -264,13 +264,13 @@ class GatewaySMTP(SMTP):
             qid = await self.loop.run_in_executor(self.executor, write)
         except (GatewayError, OSError, ValueError) as exc:
             log.error("qid=- event=receive verdict=tempfail reason=spool client=%s detail=%r",
-                      _client(self.session), clean(str(exc)))
+                      _client(self.session), one_line(str(exc)))
             return "451 4.3.0 Error writing message to spool; try again later"
         finally:
             self.connections.committing -= 1
         log.info(
             "qid=%s event=receive from=<%s> rcpts=%d size=%d verdict=accepted client=%s tls=%s",
-            qid, clean(record.sender), len(record.recipients), buffer.size,
+            qid, one_line(record.sender), len(record.recipients), buffer.size,
             _client(self.session), "yes" if tls else "no",
         )
         return f"250 2.0.0 OK queued as {qid}"
