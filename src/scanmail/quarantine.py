@@ -20,9 +20,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from scanmail import durable
+from scanmail.durable import fsync_dir
 from scanmail.errors import GatewayError, MalformedSpoolFile, SpoolError
 from scanmail.events import Event, EventLog
-from scanmail.spool import Spool, fsync_dir, is_complete, read_spool_file
+from scanmail.spool import Spool, is_complete, read_spool_file
 from scanmail.untrusted import one_line
 
 RECORD = "record"
@@ -108,7 +110,7 @@ def store(spool: Spool, message: Path, record: Record, workdir: Path | None) -> 
         staging.mkdir(mode=0o700)
         if workdir is not None and workdir.is_dir():
             os.rename(workdir, staging / PARTS)
-        _write_durably(staging / RECORD, record.to_text().encode("utf-8", "surrogateescape"))
+        durable.write_text(staging / RECORD, record.to_text())
         if final.exists():
             shutil.rmtree(final)
         os.rename(staging, final)
@@ -116,15 +118,6 @@ def store(spool: Spool, message: Path, record: Record, workdir: Path | None) -> 
     except OSError as exc:
         raise SpoolError(f"{final}: cannot write quarantine record: {exc.strerror}") from exc
     return spool.move(message, "quarantine")
-
-
-def _write_durably(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def read_record(spool: Spool, qid: str) -> Record:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import itertools
 import os
 import re
 import secrets
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+from scanmail import durable
 from scanmail.errors import MalformedSpoolFile, SpoolError
 
 FOLDERS = ("incoming", "outgoing", "quarantine", "failed", "tmp", "etc", "bin", "var")
@@ -144,15 +146,6 @@ def list_complete(folder: Path) -> list[Path]:
     return [path for _, _, path in found]
 
 
-def fsync_dir(folder: Path) -> None:
-    """Make a rename or unlink in folder durable."""
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class Spool:
     """The spool hierarchy under one root."""
 
@@ -212,26 +205,12 @@ class Spool:
     ) -> Path:
         """Write a spool file atomically: build it in tmp/, fsync, mark complete, rename in."""
         qid = qid or self.new_qid()
-        tmp_path = self.tmp / qid
         target = self.folder(folder) / qid
         try:
-            fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, INCOMPLETE_MODE)
-            try:
-                with os.fdopen(fd, "wb", closefd=False) as out:
-                    out.write(envelope.to_bytes())
-                    for chunk in chunks:
-                        out.write(chunk)
-                    out.flush()
-                    os.fsync(fd)
-                if complete:
-                    os.fchmod(fd, COMPLETE_MODE)
-            finally:
-                os.close(fd)
-            os.replace(tmp_path, target)
-            fsync_dir(target.parent)
+            durable.write_file(target, itertools.chain([envelope.to_bytes()], chunks),
+                               COMPLETE_MODE if complete else INCOMPLETE_MODE,
+                               partial=self.tmp / qid)
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                tmp_path.unlink()
             raise SpoolError(f"{target}: cannot write spool file: {exc.strerror}") from exc
         return target
 
@@ -240,8 +219,8 @@ class Spool:
         target = self.folder(folder) / path.name
         try:
             os.rename(path, target)
-            fsync_dir(target.parent)
-            fsync_dir(path.parent)
+            durable.fsync_dir(target.parent)
+            durable.fsync_dir(path.parent)
         except OSError as exc:
             raise SpoolError(f"{path}: cannot move to {folder}: {exc.strerror}") from exc
         return target

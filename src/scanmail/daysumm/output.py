@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 from datetime import date
 from pathlib import Path
 
+from scanmail import durable
 from scanmail.config import Config
 from scanmail.daysumm.html import render_mail, render_page
 from scanmail.daysumm.model import Report
@@ -56,14 +56,10 @@ def mail_report(config: Config, report: Report) -> Path:
 
 def write_page(report: Report, path: Path) -> None:
     """Write the statistics page atomically, readable by a web server."""
-    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        partial.write_text(render_page(report), encoding="utf-8")
-        os.chmod(partial, 0o644)
-        os.replace(partial, path)
+        durable.write_file(path, render_page(report).encode("utf-8"), 0o644,
+                           partial=path.with_name(f".{path.name}.{os.getpid()}.tmp"))
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            partial.unlink()
         raise PageError(f"{path}: cannot write the statistics page: {exc.strerror}") from exc
     log.info("report=%s page=%s", report.day, path)
 

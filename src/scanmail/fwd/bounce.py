@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from scanmail import notify
+from scanmail import durable, notify
 from scanmail.config import Config
 from scanmail.errors import SpoolError
 from scanmail.fwd.dsn import MAX_HEADERS, Failure, build_dsn
@@ -49,8 +48,7 @@ def write_reason(parked: Path, lines: Sequence[str], now: float) -> None:
     target = parked.with_name(parked.name + ".reason")
     stamp = time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(now))
     try:
-        target.write_text(f"{stamp}\n" + "".join(f"{line}\n" for line in lines))
-        os.chmod(target, 0o640)
+        durable.write_text(target, f"{stamp}\n" + "".join(f"{line}\n" for line in lines), 0o640)
     except OSError as exc:
         raise SpoolError(f"{target}: cannot write: {exc.strerror}") from exc
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from scanmail.config import Config
+from scanmail.durable import fsync_dir
 from scanmail.errors import MalformedSpoolFile, SpoolError, TempFailure
 from scanmail.events import Event, EventLog
 from scanmail.fwd import bounce
@@ -27,7 +28,6 @@ from scanmail.spool import (
     Envelope,
     Spool,
     SpoolFile,
-    fsync_dir,
     iter_message,
     list_complete,
     read_spool_file,

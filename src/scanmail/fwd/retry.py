@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from scanmail import durable
 
 RETRY_BASE = 60.0  # first retry after a minute, then 2, 4, 8 ... minutes
 RETRY_MAX = 3600.0  # never wait more than an hour between tries
@@ -63,15 +64,10 @@ class RetryFolder:
             return RetryState(arrival=arrival)
 
     def save(self, qid: str, state: RetryState) -> None:
-        """Write the state atomically (tmp name, fsync, rename)."""
+        """Write the state atomically and durably."""
         self.folder.mkdir(mode=0o700, exist_ok=True)
         target = self.path(qid)
-        tmp = target.with_name(f".{target.name}.tmp")
-        with open(tmp, "w") as out:
-            json.dump(asdict(state), out)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, target)
+        durable.write_text(target, json.dumps(asdict(state)))
 
     def drop(self, qid: str) -> None:
         """Forget a message that is finished (delivered or failed)."""

@@ -17,12 +17,12 @@ from email.policy import compat32
 from pathlib import Path
 
 from scanmail import mime, quarantine
+from scanmail.durable import fsync_dir
 from scanmail.errors import SpoolError
 from scanmail.spool import (
     INCOMPLETE_MODE,
     Spool,
     SpoolFile,
-    fsync_dir,
     is_complete,
     iter_message,
     mark_complete,

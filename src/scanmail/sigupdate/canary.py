@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from scanmail.spool import fsync_dir
+from scanmail import durable
 
 CANARY_FILE = "scanmail-canary.hsb"
 CANARY_PREFIX = "Scanmail.Canary."
@@ -57,12 +56,5 @@ def write_canary(db_dir: Path) -> Canary:
 
 
 def write_atomically(target: Path, data: bytes) -> None:
-    """Write a small file under a name ClamAV ignores, fsync it, rename it into place."""
-    partial = target.with_name(f".{target.name}.partial")
-    with open(partial, "wb") as out:
-        out.write(data)
-        out.flush()
-        os.fsync(out.fileno())
-    os.chmod(partial, 0o644)  # clamd runs as its own user
-    os.replace(partial, target)
-    fsync_dir(target.parent)
+    """Write a small file under a name ClamAV ignores, readable by clamd's own user."""
+    durable.write_file(target, data, 0o644, partial=target.with_name(f".{target.name}.partial"))

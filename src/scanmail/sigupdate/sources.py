@@ -18,12 +18,12 @@ from datetime import UTC
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
+from scanmail.durable import fsync_dir
 from scanmail.errors import ConfigError, ExitCode
 from scanmail.sigupdate.canary import CANARY_FILE
 from scanmail.sigupdate.database import SOURCE_EXTENSIONS, TOOL_TIMEOUT, extension
 from scanmail.sigupdate.freshclam import first_error
 from scanmail.sigupdate.steps import StepError
-from scanmail.spool import fsync_dir
 
 FETCH_TIMEOUT = 120.0  # whole download of one extra signature file
 VALIDATE_TIMEOUT = TOOL_TIMEOUT  # clamscan loading one file
