@@ -11,6 +11,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from scanmail.clamd_client import ClamdClient
 from scanmail.testing import PrivateClamd
 
 
@@ -90,9 +91,7 @@ def hash_line(data: bytes, name: str) -> str:
 
 def scan_bytes(clamd: PrivateClamd, data: bytes) -> str:
     """clamd's INSTREAM answer for data, e.g. 'stream: OK'."""
-    from scanmail.sigupdate.reload import clamd_command
-
-    return clamd_command(str(clamd.socket), "INSTREAM", 10, data)
+    return ClamdClient(str(clamd.socket), 10).scan_bytes(data).text
 
 
 def freshclam_conf(path: Path, db_dir: Path, port: int, extra: str = "") -> Path:

@@ -5,23 +5,15 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import struct
 import subprocess
-import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import BinaryIO, Protocol
 
+from scanmail.clamd_client import ClamdClient
 from scanmail.config import Config
-from scanmail.errors import ScanFailed, ScannerUnavailable
-
-with warnings.catch_warnings():
-    # clamd 1.0.2 probes pkg_resources for its version at import; that warns on new setuptools.
-    warnings.simplefilter("ignore")
-    import clamd
-
-CHUNK = 1 << 20  # INSTREAM chunk; clamd's default StreamMaxLength is far larger
+from scanmail.errors import ScannerUnavailable
 
 
 class TooLarge(Exception):
@@ -59,49 +51,18 @@ class Scanner(Protocol):
         ...
 
 
-def _clamd_connection(address: str, timeout: float) -> Any:
-    if address.startswith("tcp://"):
-        host, _, port = address[len("tcp://") :].rpartition(":")
-        return clamd.ClamdNetworkSocket(host.strip("[]"), int(port), timeout=timeout)
-    return clamd.ClamdUnixSocket(address, timeout=timeout)
-
-
-@contextlib.contextmanager
-def _connected(address: str, timeout: float) -> Iterator[Any]:
-    """A clamd connection, closed afterwards even when connect() fails (the package leaks it)."""
-    conn = _clamd_connection(address, timeout)
-    try:
-        try:
-            conn._init_socket()
-        except (clamd.ClamdError, OSError) as exc:
-            raise ScannerUnavailable(f"clamd at {address}: {exc}") from exc
-        yield conn
-    finally:
-        sock = getattr(conn, "clamd_socket", None)
-        if sock is not None:
-            sock.close()
-
-
 class ClamdScanner:
     """ClamAV's daemon over its socket, streaming bytes with INSTREAM.
 
     INSTREAM, not SCAN: clamd runs as its own user and need not be able to read the spool.
-    The clamd package opens the socket and parses replies; the stream itself is sent here
-    with sendall() in 1 MB chunks, because the package's own instream() uses send() with
-    1 KB chunks, which can short-write on a busy socket and is slow for large parts.
     """
 
     def __init__(self, config: Config) -> None:
-        self.address = config.clamd_socket
-        self.timeout = config.clamd_timeout
+        self.client = ClamdClient(config.clamd_socket, config.clamd_timeout)
+        self.address = self.client.address
 
     def version(self) -> str:
-        try:
-            with _connected(self.address, self.timeout) as conn:
-                conn._send_command("VERSION")
-                return str(conn._recv_response())
-        except (clamd.ClamdError, OSError) as exc:
-            raise ScannerUnavailable(f"clamd at {self.address}: {exc}") from exc
+        return self.client.version()
 
     def scan(self, message: Target, parts: Sequence[Path], workdir: Path) -> ScanResult:
         # The raw message first: ClamAV caches clean files by hash, so the decoded parts
@@ -115,44 +76,12 @@ class ClamdScanner:
 
     def scan_target(self, target: Target) -> str | None:
         """The virus name in one target, or None if clean."""
-        try:
-            with _connected(self.address, self.timeout) as conn:
-                reply = _instream(conn, target)
-        except (clamd.ClamdError, OSError) as exc:  # reached, then failed on this object
-            raise ScanFailed(f"clamd at {self.address}: {target.path.name}: {exc}") from exc
-        if reply.startswith("INSTREAM size limit exceeded"):
-            raise TooLarge(f"clamd refused {target.path.name}: {reply} (raise StreamMaxLength)")
-        try:
-            _path, virus, status = conn._parse_response(reply)
-        except clamd.ClamdError as exc:
-            raise ScanFailed(f"clamd at {self.address}: {reply or exc}") from exc
-        if status == "FOUND":
-            return str(virus)
-        if status == "OK":
-            return None
-        raise ScanFailed(f"clamd at {self.address}: {reply}")
-
-
-def _instream(conn: Any, target: Target) -> str:
-    """Send one object with INSTREAM and read clamd's reply.
-
-    clamd closes the stream as soon as it passes StreamMaxLength; the reply saying so is
-    then waiting to be read, and it must be, or an oversized message would be retried
-    forever instead of being quarantined as unchecked.
-    """
-    conn._send_command("INSTREAM")
-    try:
-        with open(target.path, "rb") as handle:
-            handle.seek(target.offset)
-            while chunk := handle.read(CHUNK):
-                conn.clamd_socket.sendall(struct.pack("!L", len(chunk)) + chunk)
-        conn.clamd_socket.sendall(struct.pack("!L", 0))
-    except (BrokenPipeError, ConnectionResetError):
-        reply = str(conn._recv_response())
-        if reply:
-            return reply
-        raise
-    return str(conn._recv_response())
+        reply = self.client.scan_file(target.path, target.offset)
+        if reply.too_large:
+            raise TooLarge(
+                f"clamd refused {target.path.name}: {reply.text} (raise StreamMaxLength)"
+            )
+        return reply.virus
 
 
 class CommandScanner:
@@ -187,7 +116,7 @@ class CommandScanner:
         raw_copy = workdir / self.RAW_NAME
         with open(message.path, "rb") as src, _exclusive(raw_copy) as dst:
             src.seek(message.offset)
-            shutil.copyfileobj(src, dst, CHUNK)
+            shutil.copyfileobj(src, dst, 1 << 20)
         try:
             done = subprocess.run(
                 self.command_for(workdir),

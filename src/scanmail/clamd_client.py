@@ -1,0 +1,178 @@
+"""The one clamd client: CLAMD_SOCKET parsed once into an address; connect, command, INSTREAM.
+
+It wraps the `clamd` package (its connection classes, command framing and reply parser);
+every use of the package's private methods is here. What it adds: a bounded connect for
+TCP too (the package connects before it sets the timeout), replies read with a size bound
+(a misbehaving clamd cannot fill memory), and INSTREAM sent with sendall() in 1 MB chunks
+(the package's own instream() uses send() with 1 KB chunks, which can short-write on a
+busy socket and is slow for large parts).
+
+Errors: no connection is ScannerUnavailable (the scanner is down); a failure after the
+connection is ScanFailed for a scan (this object failed) and ScannerUnavailable for a
+command.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import struct
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from scanmail.errors import ScanFailed, ScannerUnavailable
+
+with warnings.catch_warnings():
+    # clamd 1.0.2 probes pkg_resources for its version at import; that warns on new setuptools.
+    warnings.simplefilter("ignore")
+    import clamd
+
+CHUNK = 1 << 20  # INSTREAM chunk; clamd's default StreamMaxLength is far larger
+MAX_REPLY = 1 << 16  # no clamd reply is longer
+
+
+@dataclass(frozen=True)
+class ClamdAddress:
+    """Where clamd listens: a Unix socket path, or a TCP host and port."""
+
+    path: str = ""
+    host: str = ""
+    port: int = 0
+
+    @classmethod
+    def parse(cls, text: str) -> ClamdAddress:
+        """'/run/clamav/clamd.ctl' or 'tcp://host:port' ('[::1]:3310' for IPv6)."""
+        if text.startswith("tcp://"):
+            host, _, port = text[len("tcp://") :].rpartition(":")
+            return cls(host=host.strip("[]"), port=int(port))
+        return cls(path=text)
+
+    def __str__(self) -> str:
+        if self.path:
+            return self.path
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"tcp://{host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class ScanReply:
+    """clamd's verdict on one stream."""
+
+    status: str  # OK | FOUND | ERROR
+    virus: str | None
+    text: str  # the whole reply line
+
+    @property
+    def too_large(self) -> bool:
+        return self.text.startswith("INSTREAM size limit exceeded")
+
+
+class ClamdClient:
+    """Commands and streams to one clamd, every wait bounded by timeout."""
+
+    def __init__(self, address: ClamdAddress | str, timeout: float) -> None:
+        self.address = address if isinstance(address, ClamdAddress) else ClamdAddress.parse(address)
+        self.timeout = timeout
+
+    def command(self, name: str, timeout: float | None = None) -> str:
+        """Send one command (VERSION, RELOAD, PING) and return clamd's reply line."""
+        try:
+            with self._connected(timeout) as conn:
+                conn._send_command(name)
+                return _reply(conn)
+        except (clamd.ClamdError, OSError) as exc:
+            raise ScannerUnavailable(f"clamd at {self.address}: {exc}") from exc
+
+    def version(self) -> str:
+        return self.command("VERSION")
+
+    def scan_file(self, path: Path, offset: int = 0) -> ScanReply:
+        """INSTREAM the file from offset; clamd's reply."""
+        try:
+            with self._connected() as conn:
+                text = _instream(conn, path, offset)
+        except (clamd.ClamdError, OSError) as exc:  # reached, then failed on this object
+            raise ScanFailed(f"clamd at {self.address}: {path.name}: {exc}") from exc
+        return self._parsed(conn, text)
+
+    def scan_bytes(self, data: bytes, timeout: float | None = None) -> ScanReply:
+        """INSTREAM a small object held in memory (the canary, a test sample)."""
+        try:
+            with self._connected(timeout) as conn:
+                conn._send_command("INSTREAM")
+                conn.clamd_socket.sendall(struct.pack("!L", len(data)) + data
+                                          + struct.pack("!L", 0))
+                text = _reply(conn)
+        except (clamd.ClamdError, OSError) as exc:
+            raise ScanFailed(f"clamd at {self.address}: {exc}") from exc
+        return self._parsed(conn, text)
+
+    def _parsed(self, conn: Any, text: str) -> ScanReply:
+        if text.startswith("INSTREAM size limit exceeded"):
+            return ScanReply("ERROR", None, text)
+        try:
+            _path, virus, status = conn._parse_response(text)
+        except clamd.ClamdError as exc:
+            raise ScanFailed(f"clamd at {self.address}: {text or exc}") from exc
+        if status not in ("OK", "FOUND"):
+            raise ScanFailed(f"clamd at {self.address}: {text}")
+        return ScanReply(str(status), str(virus) if status == "FOUND" else None, text)
+
+    @contextlib.contextmanager
+    def _connected(self, timeout: float | None = None) -> Iterator[Any]:
+        """A connection of the package's, on a socket connected here with a timeout."""
+        timeout = self.timeout if timeout is None else timeout
+        address = self.address
+        conn: Any
+        try:
+            if address.path:
+                conn = clamd.ClamdUnixSocket(address.path, timeout=timeout)
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                sock.settimeout(timeout)
+                try:
+                    sock.connect(address.path)
+                except OSError:
+                    sock.close()
+                    raise
+            else:
+                conn = clamd.ClamdNetworkSocket(address.host, address.port, timeout=timeout)
+                sock = socket.create_connection((address.host, address.port), timeout=timeout)
+        except OSError as exc:
+            raise ScannerUnavailable(f"clamd at {address}: {exc.strerror or exc}") from exc
+        conn.clamd_socket = sock
+        try:
+            yield conn
+        finally:
+            sock.close()
+
+
+def _reply(conn: Any) -> str:
+    """One reply line, read with a bound."""
+    with contextlib.closing(conn.clamd_socket.makefile("rb")) as reader:
+        line = reader.readline(MAX_REPLY)
+    return bytes(line).rstrip(b"\0").decode("utf-8", "replace").strip()
+
+
+def _instream(conn: Any, path: Path, offset: int) -> str:
+    """Send one object with INSTREAM and read clamd's reply.
+
+    clamd closes the stream as soon as it passes StreamMaxLength; the reply saying so is
+    then waiting to be read, and it must be, or an oversized message would be retried
+    forever instead of being quarantined as unchecked.
+    """
+    conn._send_command("INSTREAM")
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(offset)
+            while chunk := handle.read(CHUNK):
+                conn.clamd_socket.sendall(struct.pack("!L", len(chunk)) + chunk)
+        conn.clamd_socket.sendall(struct.pack("!L", 0))
+    except (BrokenPipeError, ConnectionResetError):
+        reply = _reply(conn)
+        if reply:
+            return reply
+        raise
+    return _reply(conn)
