@@ -12,24 +12,15 @@ from pathlib import Path
 
 from scanmail.errors import SpoolError
 from scanmail.untrusted import one_line, storable
+from scanmail.verdict import EventKind
 
 log = logging.getLogger(__name__)
 
 DB_NAME = "events.sqlite"
 
-# kind: what happened. 'scan' rows are final decisions (one per spool id, replaced when a
-# crashed run decides again); the other kinds accumulate.
-KINDS = (
-    # scan: verdict deliver or quarantine; reason clean, banned, infected, unchecked, malformed
-    "scan",
-    "retry",  # scanner could not answer; message left in incoming
-    "outage",  # scanner down (reason: down) or back (reason: up)
-    "release",  # admin released a quarantined message
-    "delete",  # admin deleted a quarantined message
-    "delivery",  # forwarder delivered (verdict delivered) or failed (verdict failed/deferred)
-    "bounce",  # a DSN was generated
-    "sigupdate",  # signature update outcome
-)
+# kind: what happened (verdict.EventKind). 'scan' rows are final decisions (one per spool
+# id, replaced when a crashed run decides again); the other kinds accumulate.
+KINDS = tuple(kind.value for kind in EventKind)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (

@@ -26,6 +26,7 @@ from scanmail.errors import GatewayError, MalformedSpoolFile, SpoolError
 from scanmail.events import Event, EventLog
 from scanmail.spool import Spool, is_complete, read_spool_file
 from scanmail.untrusted import one_line
+from scanmail.verdict import EventKind
 
 RECORD = "record"
 PARTS = "parts"
@@ -207,7 +208,7 @@ def quarantined(spool: Spool, qid: str, events: EventLog) -> Path:
     gone = [e for e in (events.last("release", qid), events.last("delete", qid)) if e]
     if gone:
         last = max(gone, key=lambda event: event.time)
-        verb = "released" if last.kind == "release" else "deleted"
+        verb = "released" if last.kind == EventKind.RELEASE else "deleted"
         raise QuarantineError(f"{qid}: already {verb} {_stamp(last.time)} {last.detail}".rstrip())
     raise QuarantineError(f"{qid}: not in quarantine")
 
@@ -238,7 +239,7 @@ def release(
         raise QuarantineError(f"{qid}: a file of that name is already in outgoing")
     os.utime(path)
     target = spool.move(path, "outgoing")
-    events.record(_admin_event("release", record, f"by {who}{note}"))
+    events.record(_admin_event(EventKind.RELEASE, record, f"by {who}{note}"))
     _drop_extras(spool, qid)
     return target
 
@@ -254,7 +255,7 @@ def delete(spool: Spool, qid: str, events: EventLog, who: str, note: str = "") -
         raise QuarantineError(f"{qid}: not in quarantine (moved meanwhile)") from None
     except OSError as exc:
         raise SpoolError(f"{path}: cannot delete: {exc.strerror}") from exc
-    events.record(_admin_event("delete", record, f"by {who}{note}"))
+    events.record(_admin_event(EventKind.DELETE, record, f"by {who}{note}"))
     _drop_extras(spool, qid)
     return record
 
@@ -277,7 +278,7 @@ def purge(spool: Spool, cutoff: float, events: EventLog, who: str) -> list[Recor
     return gone
 
 
-def _admin_event(kind: str, record: Record, detail: str) -> Event:
+def _admin_event(kind: EventKind, record: Record, detail: str) -> Event:
     return Event(
         kind=kind, qid=record.qid, message_id=record.message_id, sender=record.sender,
         recipients=record.recipients, size=record.size, reason=record.reason,

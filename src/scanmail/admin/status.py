@@ -16,6 +16,7 @@ from scanmail.humanize import duration
 from scanmail.scan import LOCK_NAME, OUTAGE_MARK, make_scanner
 from scanmail.sigupdate import update
 from scanmail.spool import MESSAGE_FOLDERS, Spool, list_complete
+from scanmail.verdict import Delivery
 
 DAY = 86400.0
 # clamd's VERSION reply: "ClamAV 1.0.7/27300/Mon May 13 08:36:45 2024" (the daily build time)
@@ -211,7 +212,7 @@ def deferrals(spool: Spool, events: EventLog | None) -> Iterator[Event]:
         return
     for path in list_complete(spool.outgoing):
         event = events.last("delivery", path.name)
-        if event is not None and event.verdict == "deferred":
+        if event is not None and event.verdict == Delivery.DEFERRED:
             yield event
 
 

@@ -10,6 +10,7 @@ import click
 from scanmail.cli import config_option, exit_codes, start, verbose_option
 from scanmail.sigupdate import update
 from scanmail.sigupdate.freshclam import FRESHCLAM_TIMEOUT
+from scanmail.verdict import SigOutcome
 
 
 @click.command()
@@ -35,6 +36,6 @@ def main(config_path: Path | None, verbose: bool, check: bool, freshclam_timeout
             click.echo("\n".join(report.lines))
         else:
             report = update.update(config, freshclam_timeout)
-            if report.verdict == "busy" or (verbose and report.lines):
+            if report.verdict is SigOutcome.BUSY or (verbose and report.lines):
                 click.echo("\n".join(report.lines), err=True)
         sys.exit(int(report.exit_code))

@@ -33,7 +33,7 @@ from scanmail.daysumm.model import (
 from scanmail.events import EventLog
 from scanmail.spool import Spool
 from scanmail.untrusted import one_line
-from scanmail.verdict import Reason, Verdict
+from scanmail.verdict import Reason, SigOutcome, Verdict
 
 # Why mail is quarantined, in the order the report lists them.
 REASONS = tuple(
@@ -53,8 +53,8 @@ CREATE INDEX IF NOT EXISTS report_verdict ON events(kind, verdict, time, size);
 """
 
 # sigupdate verdicts: signatures known good, and runs that failed or found them stale.
-SIG_GOOD = ("ok", "updated", "current", "fresh")
-SIG_BAD = ("failed", "stale")
+SIG_GOOD = tuple(o.value for o in SigOutcome if o.is_good)
+SIG_BAD = (SigOutcome.FAILED.value, SigOutcome.STALE.value)
 
 # (DayCounts field, kind, verdict or None for any): figures that are plain counts.
 TALLIES = (

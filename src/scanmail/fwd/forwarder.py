@@ -34,6 +34,7 @@ from scanmail.spool import (
     run_lock,
 )
 from scanmail.untrusted import one_line
+from scanmail.verdict import Delivery, EventKind
 
 log = logging.getLogger(__name__)
 
@@ -194,19 +195,19 @@ class Forwarder:
         if deferred:
             state.defer(now, str(worst))
             self.retries.save(message.qid, state)
-            verdict = "deferred"
+            verdict = Delivery.DEFERRED
         elif state.failed:
             self._park(path, message, state, delivered, report)
             self.retries.drop(message.qid)
-            verdict = "failed"
+            verdict = Delivery.FAILED
         else:
             self._remove(path)
             self.retries.drop(message.qid)
-            verdict = "delivered"
+            verdict = Delivery.DELIVERED
         report.count(verdict)
         details = [f"{rcpt}: {reply}" for rcpt, reply in {**failed, **deferred}.items()]
         events.record(Event(
-            kind="delivery", qid=message.qid, sender=envelope.sender,
+            kind=EventKind.DELIVERY, qid=message.qid, sender=envelope.sender,
             recipients=tuple(delivered) + tuple(failed) + tuple(deferred),
             size=message.message_size, verdict=verdict,
             reason="sent" if worst is None else str(worst.code),
@@ -229,8 +230,8 @@ class Forwarder:
         with report.lock:
             report.queued += 1
         events.record(Event(
-            kind="bounce", qid=message.qid, sender=message.envelope.sender,
-            recipients=tuple(failed), size=message.message_size, verdict="dsn",
+            kind=EventKind.BOUNCE, qid=message.qid, sender=message.envelope.sender,
+            recipients=tuple(failed), size=message.message_size, verdict=Delivery.DSN,
             reason=f"{len(failed)} failed", detail=f"dsn={target.name}",
         ))
 
@@ -261,7 +262,8 @@ class Forwarder:
         bounce.alert_malformed(self.config, self.spool, path.name, moved, reason)
         report.count("failed")
         events.record(Event(
-            kind="delivery", qid=path.name, verdict="failed", reason="malformed", detail=reason,
+            kind=EventKind.DELIVERY, qid=path.name, verdict=Delivery.FAILED, reason="malformed",
+            detail=reason,
         ))
 
     def _remove(self, path: Path) -> None:

@@ -9,6 +9,7 @@ from scanmail import notify
 from scanmail.config import Config
 from scanmail.events import Event, EventLog
 from scanmail.spool import Spool
+from scanmail.verdict import EventKind, OutageState
 
 OUTAGE_MARK = "scanner-down"  # in SPOOL/var: its first word is when the outage began
 
@@ -30,7 +31,7 @@ class Outage:
             if self.mark.exists():
                 return
             self.mark.write_text(f"{time.time():.0f} {why}\n")
-            self.events.record(Event(kind="outage", reason="down", detail=why))
+            self.events.record(Event(kind=EventKind.OUTAGE, reason=OutageState.DOWN, detail=why))
         notify.alert_admin(
             self.config, self.spool, "virus scanner unavailable: mail is held",
             f"The virus scanner did not answer:\n\n  {why}\n\n"
@@ -46,7 +47,7 @@ class Outage:
             if not self.mark.exists():
                 return
             self.mark.unlink()
-            self.events.record(Event(kind="outage", reason="up"))
+            self.events.record(Event(kind=EventKind.OUTAGE, reason=OutageState.UP))
         notify.alert_admin(
             self.config, self.spool, "virus scanner is back",
             "The virus scanner answers again; held mail is being scanned.\n",

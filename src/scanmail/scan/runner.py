@@ -28,7 +28,7 @@ from scanmail.scan.outage import Outage
 from scanmail.scan.rules import Rules, load_rules
 from scanmail.scan.scanner import Scanner, make_scanner
 from scanmail.spool import Spool, SpoolFile, list_complete, read_spool_file, run_lock
-from scanmail.verdict import Reason, Verdict
+from scanmail.verdict import EventKind, Reason, Verdict
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +151,7 @@ class Gateway:
     ) -> Event:
         envelope = spool_file.envelope
         return Event(
-            kind="scan", qid=spool_file.qid, message_id=headers.message_id,
+            kind=EventKind.SCAN, qid=spool_file.qid, message_id=headers.message_id,
             sender=envelope.sender, recipients=envelope.recipients,
             size=spool_file.message_size, verdict=decision.verdict.value,
             reason=decision.reason.value, viruses=decision.viruses,
@@ -191,7 +191,7 @@ class Gateway:
             recipients=(), size=size, detail=why,
         )
         alerts.alert_admin(self.config, self.spool, record)
-        event = Event(kind="scan", qid=path.name, size=size, verdict=decision.verdict.value,
+        event = Event(kind=EventKind.SCAN, qid=path.name, size=size, verdict=decision.verdict.value,
                       reason=decision.reason.value, detail=why,
                       scan_ms=int((time.monotonic() - started) * 1000))
         with self.lock:
@@ -202,7 +202,7 @@ class Gateway:
     def record_retry(self, spool_file: SpoolFile, decision: Decision, started: float) -> None:
         """The scanner gave no answer: the message stays; one alert per outage."""
         event = Event(
-            kind="retry", qid=spool_file.qid, sender=spool_file.envelope.sender,
+            kind=EventKind.RETRY, qid=spool_file.qid, sender=spool_file.envelope.sender,
             recipients=spool_file.envelope.recipients, size=spool_file.message_size,
             verdict=Verdict.RETRY.value, reason=decision.reason.value, detail=decision.detail,
             scan_ms=int((time.monotonic() - started) * 1000),

@@ -28,12 +28,13 @@ from scanmail.sigupdate.reload import clamd_state, sync_clamd
 from scanmail.sigupdate.sources import target_name, update_source
 from scanmail.sigupdate.steps import Problem, StepError, Steps
 from scanmail.spool import Spool, run_lock
+from scanmail.verdict import EventKind, SigOutcome
 
 log = logging.getLogger(__name__)
 
 LOCK_NAME = "sigupdate.lock"
 STREAK_LOOKBACK = 8 * 86400.0  # covers a weekly cron: the seed's schedule
-UPDATE_VERDICTS = frozenset({"updated", "current", "failed"})
+UPDATE_VERDICTS = frozenset({SigOutcome.UPDATED, SigOutcome.CURRENT, SigOutcome.FAILED})
 
 OK, TEMP, CONF, FAIL = ExitCode.OK, ExitCode.TEMPFAIL, ExitCode.CONFIG, ExitCode.FAILURE
 
@@ -42,7 +43,7 @@ OK, TEMP, CONF, FAIL = ExitCode.OK, ExitCode.TEMPFAIL, ExitCode.CONFIG, ExitCode
 class Report:
     """What one run found: a verdict, one line per step, and the problems."""
 
-    verdict: str  # updated | current | failed (update); fresh | stale (check); busy
+    verdict: SigOutcome
     lines: tuple[str, ...]
     problems: tuple[Problem, ...] = ()
 
@@ -60,7 +61,8 @@ class Report:
 
     def event(self) -> Event:
         keys = " ".join(problem.key for problem in self.problems)
-        return Event(kind="sigupdate", verdict=self.verdict, reason=keys, detail=self.summary())
+        return Event(kind=EventKind.SIGUPDATE, verdict=self.verdict, reason=keys,
+                     detail=self.summary())
 
 
 def _sources(config: Config, steps: Steps) -> None:
@@ -99,7 +101,8 @@ def _update(config: Config, freshclam_timeout: float) -> Report:
         steps.problems.append(Problem("stale", FAIL, fresh.summary()))
     steps.lines.append(fresh.summary())
     changed = snapshot(db_dir) != before
-    verdict = "failed" if steps.problems else ("updated" if changed else "current")
+    verdict = SigOutcome.FAILED if steps.problems else (
+        SigOutcome.UPDATED if changed else SigOutcome.CURRENT)
     return Report(verdict, tuple(steps.lines), tuple(steps.problems))
 
 
@@ -157,7 +160,7 @@ def update(config: Config, freshclam_timeout: float = FRESHCLAM_TIMEOUT) -> Repo
     """One sigupdate run: freshclam, extra sources, clamd reload, age check; event and alert."""
     with run_lock(config.var_dir / LOCK_NAME) as held:
         if not held:
-            report = Report("busy", ("another sigupdate is running; nothing done",))
+            report = Report(SigOutcome.BUSY, ("another sigupdate is running; nothing done",))
             with EventLog(config.var_dir) as events:
                 events.record(report.event())
             return report
@@ -176,7 +179,8 @@ def check(config: Config) -> Report:
     if config.scanner == "clamd":
         lines.append(clamd_state(config))
     problems = (Problem("stale", FAIL, fresh.summary()),) if fresh.is_stale else ()
-    report = Report("stale" if fresh.is_stale else "fresh", tuple(lines), problems)
+    outcome = SigOutcome.STALE if fresh.is_stale else SigOutcome.FRESH
+    report = Report(outcome, tuple(lines), problems)
     with EventLog(config.var_dir) as events:
         events.record(report.event())
     return report
