@@ -7,15 +7,14 @@ message is escaped here, at the one place it becomes HTML.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from importlib import resources
 
 from scanmail.daysumm.model import Blocked, Folder, Report, Tally
+from scanmail.daysumm.svg import Series, chart
 from scanmail.daysumm.text import FIGURES
 from scanmail.humanize import duration, moment, number, plural, size
 from scanmail.untrusted import for_html
-
-_Scale = Callable[[float], float]
 
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 
@@ -29,52 +28,7 @@ VIRUS_COLOURS = (VERMILLION, BLUE, GREEN, PURPLE, YELLOW)
 _GONE = '<span class="muted">\u2013</span>'  # no record left: released or deleted
 CARDS = ("received", "delivered", "quarantined", "infected", "banned", "retried")
 
-STYLE = """
-* { box-sizing: border-box; }
-body { margin: 0; background: #f4f5f7; color: #1d2330;
-  font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif; }
-main { max-width: 1140px; margin: 0 auto; padding: 24px 20px 40px; }
-header h1 { margin: 0; font-size: 26px; font-weight: 650; }
-header p { margin: 4px 0 0; color: #5a6272; }
-.partial { color: #8a5a00; font-weight: 600; }
-h2 { font-size: 17px; margin: 0 0 10px; font-weight: 650; }
-section { margin-top: 22px; }
-.panel { background: #fff; border: 1px solid #dfe2e8; border-radius: 8px; padding: 16px 18px; }
-.cards { display: grid; grid-template-columns: repeat(6, 1fr); gap: 12px; }
-.card { background: #fff; border: 1px solid #dfe2e8; border-radius: 8px; padding: 12px 14px; }
-.card .label { color: #5a6272; font-size: 13px; }
-.card .value { font-size: 28px; font-weight: 650; font-variant-numeric: tabular-nums; }
-.card .avg { font-size: 12px; color: #5a6272; }
-.card.jump { border-color: #d55e00; box-shadow: inset 0 3px 0 #d55e00; }
-.card.jump .avg b { color: #b34700; }
-.grid2 { display: grid; grid-template-columns: 1fr 1fr; gap: 16px; }
-.stack { display: flex; flex-direction: column; gap: 16px; }
-.grid3 { display: grid; grid-template-columns: repeat(3, 1fr); gap: 16px; }
-svg { display: block; width: 100%; height: auto; }
-svg text { font: 11px system-ui, "DejaVu Sans", sans-serif; fill: #5a6272; }
-.legend { list-style: none; margin: 6px 0 0; padding: 0; font-size: 13px; }
-.legend li { display: inline-block; margin-right: 14px; }
-.swatch { display: inline-block; width: 11px; height: 11px; border-radius: 2px;
-  margin-right: 5px; vertical-align: -1px; }
-table { border-collapse: collapse; width: 100%; font-size: 14px; }
-th, td { text-align: left; padding: 5px 8px; border-bottom: 1px solid #eceef2;
-  vertical-align: top; }
-th { color: #5a6272; font-weight: 600; font-size: 13px; }
-td.n, th.n { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-tr.jump td { background: #fff3ea; }
-tr.sub td:first-child { padding-left: 24px; color: #3a4150; }
-tr.sub2 td:first-child { padding-left: 42px; color: #3a4150; }
-td.what, td.addr, td.subject { overflow-wrap: anywhere; }
-table.blocked { table-layout: fixed; font-size: 13.5px; }
-.muted { color: #8a909c; }
-.status-released { color: #007a5a; font-weight: 600; }
-.status-deleted { color: #8a909c; }
-.mark { color: #b34700; font-weight: 700; }
-.bar { display: inline-block; height: 10px; background: #0072b2; border-radius: 2px; }
-footer { margin-top: 28px; color: #8a909c; font-size: 12.5px; }
-@media (max-width: 820px) { .cards { grid-template-columns: repeat(2, 1fr); }
-  .grid2, .grid3 { grid-template-columns: 1fr; } }
-"""
+STYLE = (resources.files("scanmail.daysumm") / "page.css").read_text(encoding="utf-8")
 
 
 def esc(text: object) -> str:
@@ -147,17 +101,6 @@ def _cards(report: Report) -> Iterator[str]:
     yield "</section>"
 
 
-@dataclass(frozen=True)
-class Series:
-    """One coloured series of a chart."""
-
-    name: str
-    colour: str
-    values: Sequence[float]
-    line: bool = False
-    dashed: bool = False
-
-
 def _charts(report: Report) -> Iterator[str]:
     days = report.charted
     labels = [f"{day.day:%m-%d}" for day in days]
@@ -204,90 +147,6 @@ def _panel(title: str, labels: Sequence[str], series: Sequence[Series]) -> str:
     return (
         f'<div class="panel"><h2>{esc(title)}</h2>{chart(title, labels, series)}'
         f'<ul class="legend">{legend}</ul></div>'
-    )
-
-
-def nice_ceiling(value: float) -> tuple[float, float]:
-    """A round top for an axis at or above value, and the step between its grid lines."""
-    if value <= 0:
-        return 4.0, 1.0
-    magnitude = 10 ** (len(str(int(value / 4))) - 1) if value >= 4 else 1
-    for step in (1, 2, 2.5, 5, 10, 20, 25, 50):
-        if step * magnitude * 4 >= value:
-            return step * magnitude * 4, step * magnitude
-    raise AssertionError("unreachable")
-
-
-def chart(
-    title: str, labels: Sequence[str], series: Sequence[Series], width: int = 540,
-    height: int = 210, label_every: int = 5,
-) -> str:
-    """An SVG chart: bars stacked from the bar series, lines over them."""
-    left, right, top, bottom = 44, 8, 10, 24
-    plot_w, plot_h = width - left - right, height - top - bottom
-    bars = [s for s in series if not s.line]
-    stacked = [sum(s.values[i] for s in bars) for i in range(len(labels))]
-    peak = max([*stacked, *(v for s in series if s.line for v in s.values), 0])
-    ceiling, step = nice_ceiling(peak)
-    slot = plot_w / max(1, len(labels))
-
-    def y(value: float) -> float:
-        return top + plot_h - plot_h * value / ceiling
-
-    out = [
-        f'<svg viewBox="0 0 {width} {height}" role="img" aria-label="{esc(title)}" '
-        'xmlns="http://www.w3.org/2000/svg">'
-    ]
-    out += _grid(left, width - right, ceiling, step, y)
-    for i, label in enumerate(labels):
-        out += _stack(i, label, bars, left + i * slot + slot * 0.15, slot * 0.7, y)
-        if i % label_every == 0 or i == len(labels) - 1:
-            x = left + i * slot + slot / 2
-            weight = ' font-weight="700"' if i == len(labels) - 1 else ""
-            out.append(
-                f'<text x="{x:.1f}" y="{height - 6}" text-anchor="middle"{weight}>'
-                f"{esc(label)}</text>"
-            )
-    out += [_line(s, labels, left, slot, y) for s in series if s.line and any(s.values)]
-    out.append("</svg>")
-    return "".join(out)
-
-
-def _grid(x0: float, x1: float, ceiling: float, step: float, y: _Scale) -> Iterator[str]:
-    value = 0.0
-    while value <= ceiling + step / 2:
-        yy = y(value)
-        colour = "#b9bec8" if value == 0 else "#e6e8ee"
-        yield f'<line x1="{x0}" y1="{yy:.1f}" x2="{x1}" y2="{yy:.1f}" stroke="{colour}"/>'
-        yield f'<text x="{x0 - 6}" y="{yy + 4:.1f}" text-anchor="end">{esc(number(value))}</text>'
-        value += step
-
-
-def _stack(
-    i: int, label: str, bars: Sequence[Series], x: float, width: float, y: _Scale
-) -> Iterator[str]:
-    base = 0.0
-    for s in bars:
-        value = s.values[i]
-        if value <= 0:
-            continue
-        top = y(base + value)
-        yield (
-            f'<rect x="{x:.1f}" y="{top:.1f}" width="{width:.1f}" '
-            f'height="{y(base) - top:.1f}" fill="{s.colour}">'
-            f"<title>{esc(label)} {esc(s.name)}: {esc(number(value))}</title></rect>"
-        )
-        base += value
-
-
-def _line(s: Series, labels: Sequence[str], left: float, slot: float, y: _Scale) -> str:
-    points = " ".join(
-        f"{left + i * slot + slot / 2:.1f},{y(value):.1f}" for i, value in enumerate(s.values)
-    )
-    dash = ' stroke-dasharray="5 4"' if s.dashed else ""
-    return (
-        f'<polyline points="{points}" fill="none" stroke="{s.colour}" stroke-width="2"{dash}>'
-        f"<title>{esc(s.name)}</title></polyline>"
     )
 
 
