@@ -1,4 +1,4 @@
-"""Talking to clamd over CLAMD_SOCKET: VERSION, RELOAD, the canary scan; every wait bounded."""
+"""sigupdate's side of clamd: RELOAD, confirmed by the canary scan; clamd's state for --check."""
 
 from __future__ import annotations
 
