@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from helpers.events import recorded
+from helpers.smtp_sink import Sink, free_port
 from scanmail.cli.fwd import main as fwd_main
 from scanmail.config import Config, load_config
 from scanmail.events import EventLog
@@ -24,7 +26,6 @@ from scanmail.fwd.dsn import Failure, build_dsn, header_block
 from scanmail.fwd.forwarder import Forwarder
 from scanmail.fwd.transport import SmtpTransport
 from scanmail.spool import Envelope, Spool, list_complete, read_spool_file, run_lock
-from smtp_sink import Sink, free_port
 
 MESSAGE = (
     b"From: Ann <ann@ext.example>\r\n"
@@ -81,8 +82,7 @@ def deliveries(sink: Sink, content: bytes = MESSAGE) -> list[str]:
 
 
 def events(config: Config, kind: str) -> list[tuple[str, str, str]]:
-    with EventLog(config.var_dir) as log:
-        return [(e.qid, e.verdict, e.reason) for e in log.query(kinds=[kind])]
+    return [(e.qid, e.verdict, e.reason) for e in recorded(config.var_dir, kind)]
 
 
 def dsns(config: Config, to: str) -> list[Path]:
