@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import email
-import email.policy
 import os
 import re
 import time
@@ -16,9 +14,10 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
+from helpers.cli import run_command
 from helpers.mail import message
+from helpers.outgoing import parsed, queued
 from helpers.report_days import (
     AFTER,
     DAY,
@@ -37,7 +36,7 @@ from scanmail.daysumm.html import render_page
 from scanmail.daysumm.text import WIDTH, render_text
 from scanmail.events import Event, EventLog
 from scanmail.scan import runner
-from scanmail.spool import Envelope, Spool, list_complete, read_spool_file
+from scanmail.spool import Envelope, Spool, list_complete
 from scanmail.testing import eicar
 
 
@@ -273,17 +272,11 @@ def test_empty_database_reports_without_error(config):
 # -- the command line ----------------------------------------------------------------------
 
 def run_daysumm(env: Path, *args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(main, ["--config", str(env), *args])
-    return result.exit_code, result.output
+    return run_command(main, env, *args)
 
 
 def reports_in_outgoing(root: Path) -> list[tuple[Envelope, EmailMessage]]:
-    found = []
-    for path in list_complete(root / "outgoing"):
-        spool_file = read_spool_file(path)
-        msg = email.message_from_bytes(spool_file.read_message(), policy=email.policy.default)
-        found.append((spool_file.envelope, msg))
-    return found
+    return [(spool_file.envelope, parsed(spool_file)) for spool_file in queued(root)]
 
 
 def test_daysumm_mails_text_and_html_to_the_admin(spool_root, write_env):

@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from helpers.cli import run_scanmail
 from helpers.events import rows
 from helpers.mail import RCPT, SENDER, enqueue, folder_of, message, nested
+from helpers.outgoing import outgoing_mail
 from scanmail.cli.scan import main
 from scanmail.spool import list_complete, read_spool_file
 from scanmail.testing import TESTFILES, PrivateClamd, eicar
@@ -21,10 +22,6 @@ from scanmail.testing import TESTFILES, PrivateClamd, eicar
 
 def events(root: Path) -> list[sqlite3.Row]:
     return rows(root)
-
-
-def outgoing_mail(root: Path) -> list[bytes]:
-    return [read_spool_file(p).read_message() for p in list_complete(root / "outgoing")]
 
 
 def alerts(root: Path) -> list[str]:
