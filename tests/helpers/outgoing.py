@@ -20,8 +20,13 @@ def outgoing_mail(root: Path) -> list[bytes]:
     return [spool_file.read_message() for spool_file in queued(root)]
 
 
-def parsed(spool_file: SpoolFile) -> EmailMessage:
-    """A queued message parsed with the modern policy."""
-    msg = email.message_from_bytes(spool_file.read_message(), policy=email.policy.default)
+def parse_mail(data: bytes) -> EmailMessage:
+    """Message bytes parsed with the modern policy."""
+    msg = email.message_from_bytes(data, policy=email.policy.default)
     assert isinstance(msg, EmailMessage)
     return msg
+
+
+def parsed(spool_file: SpoolFile) -> EmailMessage:
+    """A queued message parsed with the modern policy."""
+    return parse_mail(spool_file.read_message())
