@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from helpers.corpora import CORPORA
-from helpers.events import rows
+from helpers.events import rows as event_rows
 from helpers.mail import enqueue, folder_of
 from scanmail.config import load_config
 from scanmail.scan.runner import run
@@ -31,7 +31,7 @@ def noxxi_rows(kind: str) -> list[tuple[str, str, int, str]]:
 
 
 def verdicts(root: Path) -> dict[str, tuple[str, str]]:
-    return {row["qid"]: (row["reason"], row["viruses"]) for row in rows(root, "scan")}
+    return {row["qid"]: (row["reason"], row["viruses"]) for row in event_rows(root, "scan")}
 
 
 def test_noxxi_hidden_content_is_blocked(spool_root, write_env, clamd_server, capsys):
