@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from mail import message
+from helpers.mail import message
+from helpers.smtp_sink import Sink, free_port, wait_for_port
 from scanmail import quarantine
 from scanmail.config import load_config
 from scanmail.events import EventLog
 from scanmail.spool import Spool
 from scanmail.testing import eicar
-from smtp_sink import Sink, free_port, wait_for_port
 
 SENDER = "alice@outside.example"
 BOB = "bob@corp.example"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mail import RCPT, SENDER, message
+from helpers.mail import RCPT, SENDER, message
 from scanmail import mime, quarantine
 from scanmail.admin import show
 from scanmail.events import EventLog

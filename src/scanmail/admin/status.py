@@ -14,7 +14,7 @@ from scanmail.errors import ExitCode, ScannerUnavailable
 from scanmail.events import DB_NAME, Event, EventLog
 from scanmail.humanize import duration
 from scanmail.scan import LOCK_NAME, OUTAGE_MARK, make_scanner
-from scanmail.sigupdate import update
+from scanmail.sigupdate import freshness
 from scanmail.spool import MESSAGE_FOLDERS, Spool, list_complete
 from scanmail.verdict import Delivery
 
@@ -178,7 +178,7 @@ def scanner_state(config: Config) -> ScannerState:
     built = version_date(version)
     if built is not None:
         return ScannerState(version, "", built, "clamd")
-    newest = update.freshness(config).newest
+    newest = freshness(config).newest
     if newest is None:
         return ScannerState(version, "", None, "")
     return ScannerState(version, "", newest.made, f"{newest.origin} of {newest.name}")

@@ -19,10 +19,7 @@ from scanmail.config import Config
 from scanmail.errors import ConfigError, ExitCode
 from scanmail.events import Event, EventLog
 from scanmail.notify import alert_admin
-from scanmail.sigupdate.database import (
-    freshness as freshness,  # status.py reads signatures.freshness()
-)
-from scanmail.sigupdate.database import snapshot
+from scanmail.sigupdate.database import freshness, snapshot
 from scanmail.sigupdate.freshclam import FRESHCLAM_TIMEOUT, run_freshclam
 from scanmail.sigupdate.reload import clamd_state, sync_clamd
 from scanmail.sigupdate.sources import target_name, update_source

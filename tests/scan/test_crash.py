@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from mail import enqueue, message
+from helpers.mail import enqueue, message
 from scanmail.spool import read_spool_file
 from scanmail.testing import eicar
 

@@ -10,12 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from mail import message, nested, raw_message
+from helpers.corpora import CORPORA
+from helpers.mail import message, nested, raw_message
 from scanmail import mime
-
-CORPORA = Path(__file__).resolve().parents[2] / "shared" / "corpora"
-if not CORPORA.is_dir():
-    CORPORA = Path(os.environ.get("SCANMAIL_CORPORA", "/work/shared/corpora"))
 
 
 def explode(data: bytes, tmp_path: Path, limits: mime.Limits | None = None) -> mime.Explosion:

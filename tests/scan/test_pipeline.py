@@ -11,28 +11,17 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from mail import RCPT, SENDER, enqueue, folder_of, message, nested
+from helpers.cli import run_scanmail
+from helpers.events import rows
+from helpers.mail import RCPT, SENDER, enqueue, folder_of, message, nested
+from helpers.outgoing import outgoing_mail
 from scanmail.cli.scan import main
 from scanmail.spool import list_complete, read_spool_file
 from scanmail.testing import TESTFILES, PrivateClamd, eicar
 
 
-def run_scanmail(env: Path, *args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(main, ["--config", str(env), *args])
-    return result.exit_code, result.output
-
-
 def events(root: Path) -> list[sqlite3.Row]:
-    db = sqlite3.connect(root / "var" / "events.sqlite")
-    db.row_factory = sqlite3.Row
-    try:
-        return db.execute("SELECT * FROM events ORDER BY id").fetchall()
-    finally:
-        db.close()
-
-
-def outgoing_mail(root: Path) -> list[bytes]:
-    return [read_spool_file(p).read_message() for p in list_complete(root / "outgoing")]
+    return rows(root)
 
 
 def alerts(root: Path) -> list[str]:

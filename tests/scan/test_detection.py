@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 import pytest
 
-from mail import enqueue, folder_of, message, nested, raw_message
+from helpers.events import rows
+from helpers.mail import enqueue, folder_of, message, nested, raw_message
 from scanmail.config import load_config
 from scanmail.scan.runner import run
 from scanmail.testing import sample_files
@@ -51,13 +51,11 @@ def test_every_testfile_in_every_encoding_is_quarantined_as_infected(
     assert summary.left == 0
     missed = [queued[qid] for qid in queued if folder_of(spool_root, qid) != ["quarantine"]]
     assert missed == []
-    db = sqlite3.connect(spool_root / "var" / "events.sqlite")
-    rows = dict(db.execute("SELECT qid, reason || ':' || viruses FROM events WHERE kind='scan'"))
-    db.close()
-    unnamed = [queued[qid] for qid, what in rows.items()
+    scans = {row["qid"]: f"{row['reason']}:{row['viruses']}" for row in rows(spool_root, "scan")}
+    unnamed = [queued[qid] for qid, what in scans.items()
                if not what.startswith("infected:") or what == "infected:"]
     assert unnamed == []
-    assert len(rows) == len(FILES) * 7
+    assert len(scans) == len(FILES) * 7
 
 
 @pytest.mark.parametrize("encoding", ["base64", "quoted-printable"])

@@ -3,23 +3,32 @@
 from __future__ import annotations
 
 import dataclasses
-import email
-import email.policy
 import os
 import re
 import time
 from collections import Counter
 from collections.abc import Iterator
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from email.message import EmailMessage
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from mail import message
-from scanmail import quarantine
+from helpers.cli import run_command
+from helpers.mail import message
+from helpers.outgoing import parsed, queued
+from helpers.report_days import (
+    AFTER,
+    DAY,
+    HOSTILE_NAME,
+    HOSTILE_SUBJECT,
+    at,
+    hostile_day,
+    quarantine_message,
+    record_day,
+    scan,
+)
 from scanmail.cli.daysumm import main
 from scanmail.config import Config, load_config
 from scanmail.daysumm import model, output, queries
@@ -27,40 +36,9 @@ from scanmail.daysumm.html import render_page
 from scanmail.daysumm.text import WIDTH, render_text
 from scanmail.events import Event, EventLog
 from scanmail.scan import runner
-from scanmail.spool import Envelope, Spool, list_complete, read_spool_file
+from scanmail.spool import Envelope, Spool, list_complete
 from scanmail.testing import eicar
 from scanmail.untrusted import one_line
-
-DAY = date(2025, 3, 11)
-AFTER = datetime(2025, 3, 12, 0, 5).timestamp()  # the cron run at 00:05 the next morning
-HOSTILE_SUBJECT = "<script>document.title='pwned'</script> <img src=x onerror=alert(1)>"
-HOSTILE_NAME = "<img src=x onerror=\"document.title='pwned'\">.exe"
-
-
-def at(day: date, hour: int, minute: int = 0, second: float = 0) -> float:
-    """A local time on a day, as a timestamp."""
-    return datetime(day.year, day.month, day.day, hour, minute).timestamp() + second
-
-
-def scan(
-    qid: str, moment: float, reason: str = "clean", viruses: tuple[str, ...] = (),
-    sender: str = "alice@outside.example", recipients: tuple[str, ...] = ("bob@corp.example",),
-    attachments: tuple[str, ...] = (), size: int = 1000,
-) -> Event:
-    """A scan decision, as the pipeline records it."""
-    verdict = "deliver" if reason == "clean" else "quarantine"
-    return Event(kind="scan", qid=qid, sender=sender, recipients=recipients, size=size,
-                 verdict=verdict, reason=reason, viruses=viruses, attachments=attachments,
-                 scan_ms=20, time=moment)
-
-
-def record_day(events: EventLog, day: date, clean: int = 0, **blocked: int) -> None:
-    """Scan events for a day: clean ones and quarantined ones by reason, spread over hours."""
-    reasons = ["clean"] * clean + [r for r, n in blocked.items() for _ in range(n)]
-    for i, reason in enumerate(reasons):
-        viruses = ("Eicar-Test-Signature",) if reason == "infected" else ()
-        moment = at(day, i % 24, (i * 7) % 60)
-        events.record(scan(f"q{day:%m%d}{i:05d}", moment, reason, viruses), quiet=True)
 
 
 @pytest.fixture
@@ -226,26 +204,6 @@ def test_blocked_messages_show_their_subject_and_status_as_of_now(config, events
 
 # -- rendering -----------------------------------------------------------------------------
 
-def hostile_day(events: EventLog, spool_root: Path) -> None:
-    """A blocked message whose subject, addresses and names carry markup and escapes."""
-    record_day(events, DAY, clean=40, banned=3, infected=2)
-    events.record(scan("smtpdhostile", at(DAY, 14), "infected", ("<b>Virus</b>\x1b[31m",),
-                       sender="<script>x</script>@evil.example",
-                       recipients=("victim\x1b]0;owned\x07@corp.example",),
-                       attachments=(HOSTILE_NAME, "invoice\u202efdp.exe", "x" * 300)),
-                  quiet=True)
-    quarantine_message(spool_root, "smtpdhostile", HOSTILE_SUBJECT)
-
-
-def quarantine_message(spool_root: Path, qid: str, subject: str) -> None:
-    """A message put in quarantine as the pipeline puts it there, with its record."""
-    spool = Spool(spool_root)
-    envelope = Envelope("e@evil.example", ("v@corp.example",))
-    path = spool.write("incoming", envelope, [b"Subject: x\r\n\r\nbody\r\n"], qid=qid)
-    record = quarantine.Record(qid=qid, reason="infected", time=time.time(),
-                               sender=envelope.sender, recipients=envelope.recipients,
-                               size=20, subject=subject)
-    quarantine.store(spool, path, record, None)
 
 
 def test_text_fits_80_columns_and_shows_no_control_characters(config, events, spool_root):
@@ -315,17 +273,11 @@ def test_empty_database_reports_without_error(config):
 # -- the command line ----------------------------------------------------------------------
 
 def run_daysumm(env: Path, *args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(main, ["--config", str(env), *args])
-    return result.exit_code, result.output
+    return run_command(main, env, *args)
 
 
 def reports_in_outgoing(root: Path) -> list[tuple[Envelope, EmailMessage]]:
-    found = []
-    for path in list_complete(root / "outgoing"):
-        spool_file = read_spool_file(path)
-        msg = email.message_from_bytes(spool_file.read_message(), policy=email.policy.default)
-        found.append((spool_file.envelope, msg))
-    return found
+    return [(spool_file.envelope, parsed(spool_file)) for spool_file in queued(root)]
 
 
 def test_daysumm_mails_text_and_html_to_the_admin(spool_root, write_env):

@@ -6,11 +6,11 @@ import hashlib
 import http.server
 import os
 import pwd
-import socket
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from helpers.smtp_sink import free_port
 from scanmail.clamd_client import ClamdClient
 from scanmail.testing import PrivateClamd
 
@@ -79,9 +79,7 @@ class SignatureServer(http.server.ThreadingHTTPServer):
 
 def closed_port() -> int:
     """A loopback port nothing listens on (bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return free_port()
 
 
 def hash_line(data: bytes, name: str) -> str:

@@ -25,11 +25,7 @@ from typing import Any
 
 import pytest
 
-from scanmail.config import Config
-from scanmail.daysumm.output import write_page
-from scanmail.daysumm.queries import make_report
-from scanmail.events import Event, EventLog
-from test_report import (
+from helpers.report_days import (
     AFTER,
     DAY,
     HOSTILE_NAME,
@@ -38,6 +34,10 @@ from test_report import (
     hostile_day,
     scan,
 )
+from scanmail.config import Config
+from scanmail.daysumm.output import write_page
+from scanmail.daysumm.queries import make_report
+from scanmail.events import Event, EventLog
 
 CHROMIUM = shutil.which("chromium")
 FLAGS = (

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 
-from mail import enqueue, folder_of, message
+from helpers.mail import enqueue, folder_of, message
 
 START = "from scanmail.cli.scan import main; main()"
 

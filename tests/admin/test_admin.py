@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from mail import enqueue, folder_of, message
+from helpers.corpora import CORPORA
+from helpers.events import rows
+from helpers.mail import enqueue, folder_of, message
 from scanmail.admin.status import version_date
 from scanmail.cli.scan import main
 from scanmail.events import EventLog
@@ -20,13 +22,6 @@ from scanmail.quarantine import Record
 from scanmail.testing import eicar
 
 DAY = 86400.0
-# shared/ lies beside the work tree (and beside CI's clone); SCANMAIL_CORPORA overrides
-CORPORA = next(
-    (path for path in (Path(os.environ.get("SCANMAIL_CORPORA", "/nonexistent")),
-                       Path(__file__).resolve().parents[2] / "shared" / "corpora",
-                       Path("/work/shared/corpora")) if path.is_dir()),
-    Path("/work/shared/corpora"),
-)
 
 
 def scanmail(env: Path, *args: str, user: str = "alice") -> Result:
@@ -35,12 +30,7 @@ def scanmail(env: Path, *args: str, user: str = "alice") -> Result:
 
 
 def events(root: Path, kind: str) -> list[sqlite3.Row]:
-    db = sqlite3.connect(root / "var" / "events.sqlite")
-    db.row_factory = sqlite3.Row
-    try:
-        return db.execute("SELECT * FROM events WHERE kind = ? ORDER BY id", (kind,)).fetchall()
-    finally:
-        db.close()
+    return rows(root, kind)
 
 
 def quarantine_two(root: Path, env: Path) -> tuple[str, str, bytes]:

@@ -7,11 +7,12 @@ import io
 import os
 import zipfile
 
-from mail import RCPT, SENDER, enqueue, folder_of
+from helpers.cli import run_scanmail
+from helpers.events import rows as events
+from helpers.mail import RCPT, SENDER, enqueue, folder_of
 from scanmail.config import load_config
 from scanmail.scan.runner import run
 from scanmail.testing import PrivateClamd, eicar
-from test_pipeline import events, run_scanmail
 
 HEAD = f"Received: from x\r\nFrom: {SENDER}\r\nTo: {RCPT}\r\nSubject: s\r\nMIME-Version: 1.0\r\n"
 

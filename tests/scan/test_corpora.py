@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 import pytest
 
-from mail import enqueue, folder_of
+from helpers.corpora import CORPORA
+from helpers.events import rows as event_rows
+from helpers.mail import enqueue, folder_of
 from scanmail.config import load_config
 from scanmail.scan.runner import run
-from test_names import CORPORA
 
 NOXXI = CORPORA / "noxxi-mime-is-broken"
 pytestmark = pytest.mark.skipif(not NOXXI.is_dir(), reason=f"corpora not found at {CORPORA}")
@@ -31,12 +31,7 @@ def noxxi_rows(kind: str) -> list[tuple[str, str, int, str]]:
 
 
 def verdicts(root: Path) -> dict[str, tuple[str, str]]:
-    db = sqlite3.connect(root / "var" / "events.sqlite")
-    try:
-        return {qid: (reason, viruses) for qid, reason, viruses in
-                db.execute("SELECT qid, reason, viruses FROM events WHERE kind = 'scan'")}
-    finally:
-        db.close()
+    return {row["qid"]: (row["reason"], row["viruses"]) for row in event_rows(root, "scan")}
 
 
 def test_noxxi_hidden_content_is_blocked(spool_root, write_env, clamd_server, capsys):

@@ -2,29 +2,27 @@
 
 from __future__ import annotations
 
-import email
-import email.message
 import json
 import os
 import stat
 import threading
 import time
 from collections.abc import Iterator
-from email import policy
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
+from helpers.events import recorded
+from helpers.outgoing import parse_mail as parse
+from helpers.smtp_sink import Sink, free_port
 from scanmail.cli.fwd import main as fwd_main
 from scanmail.config import Config, load_config
 from scanmail.events import EventLog
 from scanmail.fwd import forwarder, retry
-from scanmail.fwd.dsn import Failure, build_dsn, header_block
 from scanmail.fwd.forwarder import Forwarder
 from scanmail.fwd.transport import SmtpTransport
 from scanmail.spool import Envelope, Spool, list_complete, read_spool_file, run_lock
-from smtp_sink import Sink, free_port
 
 MESSAGE = (
     b"From: Ann <ann@ext.example>\r\n"
@@ -81,8 +79,7 @@ def deliveries(sink: Sink, content: bytes = MESSAGE) -> list[str]:
 
 
 def events(config: Config, kind: str) -> list[tuple[str, str, str]]:
-    with EventLog(config.var_dir) as log:
-        return [(e.qid, e.verdict, e.reason) for e in log.query(kinds=[kind])]
+    return [(e.qid, e.verdict, e.reason) for e in recorded(config.var_dir, kind)]
 
 
 def dsns(config: Config, to: str) -> list[Path]:
@@ -91,12 +88,6 @@ def dsns(config: Config, to: str) -> list[Path]:
         path for path in folder(config, "outgoing")
         if read_spool_file(path).envelope == Envelope("", (to,))
     ]
-
-
-def parse(data: bytes) -> email.message.EmailMessage:
-    parsed = email.message_from_bytes(data, policy=policy.default)
-    assert isinstance(parsed, email.message.EmailMessage)
-    return parsed
 
 
 def test_delivers_byte_for_byte_and_removes_the_file(config: Config, sink: Sink) -> None:
@@ -407,33 +398,6 @@ def test_stale_reused_connection_is_replaced(write_env) -> None:
         assert attempt.delivered == ["carol@corp.example"]
         assert deliveries(sink) == ["bob@corp.example", "carol@corp.example"]
         assert sink.handler.connections == 2
-
-
-def test_dsn_for_utf8_addresses_uses_the_global_types() -> None:
-    report = parse(build_dsn(
-        "gw.corp.example", "MAILER-DAEMON@gw.corp.example", "søren@ext.example", "smtpd1",
-        [Failure("jörg@corp.example", "550 5.1.1 unknown", "relay")],
-        "Subject: grüße\r\nFrom: søren@ext.example\r\n\r\nbody\r\n".encode(),
-    ))
-    _, status, headers = report.iter_parts()
-    assert status.get_content_type() == "message/global-delivery-status"
-    assert headers.get_content_type() == "message/global-headers"
-    assert b"body" not in report.as_bytes()
-
-
-@pytest.mark.parametrize(
-    ("reply", "status"),
-    [("550 5.1.1 no", "5.1.1"), ("554 rejected", "5.0.0"), ("451 4.4.7 expired", "4.4.7"),
-     ("553 see RFC 5.6.7 below", "5.0.0"), ("550 4.1.1 odd", "5.0.0")],
-)
-def test_dsn_status_codes(reply: str, status: str) -> None:
-    assert Failure("a@b", reply).status == status
-
-
-def test_header_block() -> None:
-    assert header_block(b"A: 1\r\nB: 2\r\n\r\nbody\r\n") == b"A: 1\r\nB: 2\r\n"
-    assert header_block(b"A: 1\n\nbody\n") == b"A: 1\n"
-    assert header_block(b"A: 1\r\n") == b"A: 1\r\n"
 
 
 def test_bad_setting_exits_78(write_env) -> None:

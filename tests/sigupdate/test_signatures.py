@@ -14,22 +14,23 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from scanmail.cli.sigupdate import main
-from scanmail.errors import ConfigError, ExitCode
-from scanmail.events import Event, EventLog
-from scanmail.sigupdate.canary import CANARY_FILE
-from scanmail.sigupdate.freshclam import freshclam_meaning, judge_freshclam
-from scanmail.sigupdate.sources import target_name
-from scanmail.sigupdate.steps import StepError
-from scanmail.spool import read_spool_file
-from scanmail.testing import PrivateClamd, eicar
-from sig_fixtures import (
+from helpers.events import recorded
+from helpers.sig_fixtures import (
     SignatureServer,
     closed_port,
     freshclam_conf,
     hash_line,
     scan_bytes,
 )
+from scanmail.cli.sigupdate import main
+from scanmail.errors import ConfigError, ExitCode
+from scanmail.events import Event
+from scanmail.sigupdate.canary import CANARY_FILE
+from scanmail.sigupdate.freshclam import freshclam_meaning, judge_freshclam
+from scanmail.sigupdate.sources import target_name
+from scanmail.sigupdate.steps import StepError
+from scanmail.spool import read_spool_file
+from scanmail.testing import PrivateClamd, eicar
 
 EnvWriter = Callable[..., Path]
 SAMPLE = b"scanmail sigupdate test sample: clean until its signature is published\n"
@@ -97,8 +98,7 @@ def sigupdate(config: Path, *args: str) -> Result:
 
 
 def events(spool_root: Path) -> list[Event]:
-    with EventLog(spool_root / "var") as log:
-        return list(log.query(kinds=("sigupdate",)))
+    return recorded(spool_root / "var", "sigupdate")
 
 
 def alerts(spool_root: Path) -> list[Message]:

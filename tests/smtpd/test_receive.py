@@ -22,12 +22,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from helpers.smtp_sink import free_port, wait_for_port
 from scanmail.admin.init import create_spool
 from scanmail.cli.smtpd import main as smtpd_main
 from scanmail.config import Config, load_config
 from scanmail.smtpd import acceptance, server
 from scanmail.spool import list_complete, read_spool_file
-from smtp_sink import free_port, wait_for_port
 
 Env = dict[str, str]
 LOCAL = {"LOCAL_DOMAINS": "corp.example", "RELAY_NETWORKS": "192.0.2.0/24"}
