@@ -218,6 +218,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("MAX_MESSAGE_SIZE", "50M", _size, "largest message the receiver accepts"),
     Setting("MAX_RECIPIENTS", "100", _int_range(1, 100_000), "recipients per message"),
     Setting("MAX_CONNECTIONS", "50", _int_range(1, 100_000), "SMTP connections at once"),
+    Setting("MAX_CONNECTIONS_PER_CLIENT", "10", _int_range(1, 100_000),
+            "SMTP connections at once from one client address"),
+    Setting("MAX_HOPS", "30", _int_range(1, 1000),
+            "Received: headers beyond which a message is refused as a mail loop"),
     Setting("SMTP_TIMEOUT", "300", _float_range(1, 3600),
             "idle seconds before a client is dropped"),
     Setting("TLS_CERT", "", _text, "PEM certificate for STARTTLS (empty: no STARTTLS)"),
@@ -226,6 +230,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("FWD_CONCURRENCY", "4", _int_range(1, 256), "deliveries at once"),
     Setting("FWD_MAX_AGE_DAYS", "5", _float_range(0, 365),
             "days a temporarily failing message is retried before it bounces"),
+    Setting("FWD_DEADLINE", "900", _float_range(1, 86400),
+            "seconds one delivery transaction may take in all, however the relay trickles"),
     Setting("FWD_SENDMAIL", "", _optional_command,
             "hand mail to a local MTA instead of SMTP, e.g. /usr/sbin/sendmail"),
     Setting("SIG_DB_DIR", "/var/lib/clamav", _path, "ClamAV's database directory"),
@@ -272,12 +278,15 @@ class Config:
     max_message_size: int
     max_recipients: int
     max_connections: int
+    max_connections_per_client: int
+    max_hops: int
     smtp_timeout: float
     tls_cert: str
     tls_key: str
     fwd_interval: float
     fwd_concurrency: int
     fwd_max_age_days: float
+    fwd_deadline: float
     fwd_sendmail: tuple[str, ...]
     sig_db_dir: Path
     sig_sources: tuple[str, ...]

@@ -23,6 +23,7 @@ from scanmail.events import Event, EventLog, clean
 from scanmail.fwd import bounce
 from scanmail.fwd.retry import STATE_FOLDER, RetryFolder, RetryState
 from scanmail.fwd.transport import Attempt, RelayDown, Reply, Transport, open_transport
+from scanmail.hops import count_hops, loop_reply
 from scanmail.spool import (
     Envelope,
     Spool,
@@ -136,7 +137,15 @@ class Forwarder:
             return
         state = self.retries.load(path)
         pending = [r for r in message.envelope.recipients if r not in state.failed]
-        attempt = transport.deliver(message, pending) if pending else Attempt()
+        with message.open_message() as handle:
+            hops = count_hops(handle)
+        if hops > self.config.max_hops:
+            # A loop (issue 12): never sent round again; failed with a report, kept in failed/.
+            log.warning("qid=%s event=delivery verdict=failed reason=loop hops=%d",
+                        message.qid, hops)
+            attempt = Attempt().refuse(pending, Reply(554, loop_reply(hops, self.config.max_hops)))
+        else:
+            attempt = transport.deliver(message, pending) if pending else Attempt()
         self.settle(message, state, attempt, transport.name, events, report)
 
     def _expire_unreachable(

@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import smtplib
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from scanmail.config import Config
+from scanmail.fwd.bounded import BoundedSMTP
 from scanmail.spool import SpoolFile, iter_message
 
 SEND_CHUNK = 64 << 10
 # sendmail exit codes that are about the message, not the MTA (sysexits.h): a bounce.
 # Everything else, EX_TEMPFAIL above all, is retried: a broken local MTA must not bounce mail.
 SENDMAIL_PERMANENT = frozenset({65, 67, 68, 77})  # EX_DATAERR, EX_NOUSER, EX_NOHOST, EX_NOPERM
+_BARE_CR = re.compile(rb"\r(?!\n)")
 
 
 @dataclass(frozen=True)
@@ -88,10 +92,18 @@ def data_chunks(message: SpoolFile) -> Iterator[bytes]:
     with message.open_message() as handle:
         for raw in handle:
             line = raw if raw.endswith(b"\r\n") else raw.rstrip(b"\n") + b"\r\n"
-            if line.startswith(b"."):
-                line = b"." + line
-            out.append(line)
-            size += len(line)
+            if b"\r" in line[:-2]:
+                # A bare CR ends a line for some servers: "\r.\r" would end DATA there and
+                # smuggle what follows as a second message (issue 14, item 3). Each bare CR
+                # becomes a line end, and every line it makes is dot-stuffed on its own.
+                pieces = _BARE_CR.sub(b"\r\n", line[:-2]).split(b"\r\n")
+            else:
+                pieces = [line[:-2]]
+            for piece in pieces:
+                if piece.startswith(b"."):
+                    piece = b"." + piece
+                out.append(piece + b"\r\n")
+                size += len(piece) + 2
             if size >= SEND_CHUNK:
                 yield b"".join(out)
                 out, size = [], 0
@@ -120,11 +132,13 @@ class SmtpTransport:
         self.port = config.relay_port
         self.helo = config.hostname
         self.timeout = config.smtp_timeout
+        self.deadline = config.fwd_deadline
         self.name = self.host
-        self.smtp: smtplib.SMTP | None = None
+        self.smtp: BoundedSMTP | None = None
 
-    def _connect(self) -> smtplib.SMTP:
-        smtp = smtplib.SMTP(local_hostname=self.helo, timeout=self.timeout)
+    def _connect(self, deadline: float) -> BoundedSMTP:
+        smtp = BoundedSMTP(local_hostname=self.helo, timeout=self.timeout)
+        smtp.deadline = deadline
         try:
             code, text = smtp.connect(self.host, self.port)
             if code != 220:
@@ -157,16 +171,21 @@ class SmtpTransport:
 
     def deliver(self, message: SpoolFile, recipients: Sequence[str]) -> Attempt:
         """One transaction; a stale reused connection is replaced once, transparently."""
+        deadline = time.monotonic() + self.deadline  # FWD_DEADLINE: the whole transaction
         for _ in range(2):
             reused = self.smtp is not None
             if self.smtp is None:
-                self.smtp = self._connect()
+                self.smtp = self._connect(deadline)
+            self.smtp.deadline = deadline
             try:
                 return self._transaction(self.smtp, message, recipients)
             except (OSError, smtplib.SMTPException) as exc:
                 self._drop()
                 if not (reused and isinstance(exc, _StaleConnection)):
                     return Attempt().refuse(recipients, Reply(451, f"4.4.2 connection lost: {exc}"))
+            finally:
+                if self.smtp is not None:
+                    self.smtp.deadline = None
         raise AssertionError("unreachable")
 
     def _command(self, smtp: smtplib.SMTP, line: bytes) -> Reply:

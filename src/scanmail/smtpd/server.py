@@ -67,7 +67,7 @@ class Receiver:
         self.listen = listen or config.listen
         self.spool = Spool(config.spool_dir)
         self.handler = Handler(Policy.from_config(config), self.spool)
-        self.connections = Connections(config.max_connections)
+        self.connections = Connections(config.max_connections, config.max_connections_per_client)
         self.tls = tls_context(config)
         self.executor = ThreadPoolExecutor(WRITE_THREADS, thread_name_prefix="spool")
         self.server: asyncio.Server | None = None

@@ -16,8 +16,10 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from scanmail.errors import GatewayError
 from scanmail.events import clean
+from scanmail.hops import HopCounter, loop_reply
 from scanmail.smtpd.acceptance import Policy, check_address, peer_ip
 from scanmail.smtpd.buffer import MessageBuffer
+from scanmail.smtpd.relaysafe import raw_path, routing_problem
 from scanmail.spool import Envelope as SpoolEnvelope
 from scanmail.spool import Spool
 
@@ -97,9 +99,18 @@ class Handler:
             return problem
         if len(envelope.rcpt_tos) >= self.policy.max_recipients:
             return "452 4.5.3 Too many recipients"
+        trusted = self.policy.is_trusted(session.peer)
+        raw = server.rcpt_raw if isinstance(server, GatewaySMTP) else address
+        routed = None if trusted else routing_problem(address, raw)
+        if routed:
+            log.info(
+                "qid=- event=receive verdict=refused reason=routed client=%s from=<%s> rcpt=%s",
+                _client(session), clean(spool_sender(envelope.mail_from)), clean(raw),
+            )
+            return routed
         unqualified = "@" not in address  # RFC 5321 4.5.1: <postmaster> must be accepted
         allowed = unqualified or self.policy.is_local(address)
-        if not (allowed or self.policy.is_trusted(session.peer)):
+        if not (allowed or trusted):
             log.info(
                 "qid=- event=receive verdict=refused reason=relay client=%s from=<%s> rcpt=<%s>",
                 _client(session), clean(spool_sender(envelope.mail_from)), clean(address),
@@ -140,9 +151,11 @@ def _free_bytes(folder: Path) -> int | None:
 class Connections:
     """The connections being served, shared by every GatewaySMTP of one server."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, per_client: int | None = None) -> None:
         self.limit = limit
+        self.per_client = per_client or limit
         self.active: set[GatewaySMTP] = set()
+        self.clients: dict[str, int] = {}
         self.committing = 0
 
 
@@ -161,6 +174,7 @@ class GatewaySMTP(SMTP):
         self.connections = connections
         self.executor = executor
         self.last_touch = 0.0
+        self.rcpt_raw = ""
 
     async def _handle_client(self) -> None:
         if len(self.connections.active) >= self.connections.limit:
@@ -171,11 +185,26 @@ class GatewaySMTP(SMTP):
             if self.transport is not None:
                 self.transport.close()
             return
+        client = _client(self.session) if self.session is not None else "unknown"
+        clients = self.connections.clients
+        if clients.get(client, 0) >= self.connections.per_client:
+            # One client must not hold every slot (issue 14, item 4).
+            log.warning("qid=- event=receive verdict=refused reason=client-connections "
+                        "client=%s limit=%d", client, self.connections.per_client)
+            await self.push(f"421 4.7.0 {self.hostname} Too many connections from your "
+                            "address, try again later")
+            if self.transport is not None:
+                self.transport.close()
+            return
         self.connections.active.add(self)
+        clients[client] = clients.get(client, 0) + 1
         try:
             await super()._handle_client()
         finally:
             self.connections.active.discard(self)
+            clients[client] -= 1
+            if not clients[client]:
+                del clients[client]
 
     def _touch(self) -> None:
         """Keep the idle timer from firing while data is flowing (RFC 5321 4.5.3.2.6)."""
@@ -183,6 +212,14 @@ class GatewaySMTP(SMTP):
         if now - self.last_touch >= 1.0:
             self.last_touch = now
             self._reset_timeout()
+
+    async def smtp_RCPT(self, arg: str | None) -> None:
+        """Keep the path as written: aiosmtpd drops a source route and unquotes."""
+        text = arg or ""
+        if text[:3].upper() == "TO:":
+            text = text[3:]
+        self.rcpt_raw = raw_path(text)
+        await super().smtp_RCPT(arg)
 
     async def smtp_DATA(self, arg: str) -> None:
         """Receive the message into a MessageBuffer, spool it, and only then answer 250."""
@@ -211,6 +248,8 @@ class GatewaySMTP(SMTP):
     async def _receive(self, buffer: MessageBuffer) -> Reply | None:
         """Read up to the lone dot; a reply if the message must be refused, else None."""
         limit = self.gateway.policy.max_message_size
+        max_hops = self.gateway.policy.max_hops
+        hops = HopCounter()
         problem: Reply | None = None
         line_start = True
         while True:
@@ -225,6 +264,11 @@ class GatewaySMTP(SMTP):
                 continue
             self._touch()
             if line_start and line == b".\r\n":
+                if problem is None and hops.hops >= max_hops:  # ours would be one too many
+                    assert self.session is not None
+                    log.warning("qid=- event=receive verdict=refused reason=loop client=%s "
+                                "hops=%d", _client(self.session), hops.hops)
+                    problem = "554 " + loop_reply(hops.hops + 1, max_hops)
                 return problem
             at_start, line_start = line_start, True
             if problem:
@@ -235,6 +279,8 @@ class GatewaySMTP(SMTP):
                 continue
             if at_start and line.startswith(b"."):
                 line = line[1:]  # RFC 5321 4.5.2: undo dot-stuffing
+            if at_start:
+                hops.feed(line)
             try:
                 buffer.add(line)
             except OSError as exc:
