@@ -33,7 +33,7 @@ class BoundedSMTP(smtplib.SMTP):
         left = self.deadline - time.monotonic()
         if left <= 0:
             self.close()
-            raise smtplib.SMTPServerDisconnected("transaction deadline passed")
+            raise smtplib.SMTPServerDisconnected("transaction deadline passed (FWD_DEADLINE)")
         return left if idle is None else min(idle, left)
 
     def connect(self, host: str = "localhost", port: int = 0,
@@ -62,7 +62,9 @@ class BoundedSMTP(smtplib.SMTP):
                 data = self.sock.recv(RECV_CHUNK)
             except OSError as exc:
                 self.close()
-                raise smtplib.SMTPServerDisconnected(f"connection lost: {exc}") from exc
+                late = self.deadline is not None and time.monotonic() >= self.deadline
+                why = "transaction deadline passed (FWD_DEADLINE)" if late else str(exc)
+                raise smtplib.SMTPServerDisconnected(why) from exc
             if not data:
                 self.close()
                 raise smtplib.SMTPServerDisconnected("Connection unexpectedly closed")
