@@ -264,9 +264,8 @@ class Hostile:
                 conn, _ = self.sock.accept()
             except TimeoutError:
                 continue
-            with conn:
-                with contextlib.suppress(OSError):
-                    self.talk(conn)
+            with conn, contextlib.suppress(OSError):
+                self.talk(conn)
 
     def talk(self, conn: socket.socket) -> None:
         conn.sendall(b"220 hostile ESMTP\r\n")
