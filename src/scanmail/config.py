@@ -213,6 +213,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("RELAY_PORT", "25", _int_range(1, 65535), "its SMTP port"),
     Setting("LISTEN", "0.0.0.0:25", _listen, "where scanmail-smtpd listens"),
     Setting("LOCAL_DOMAINS", "", _domains, "recipient domains the receiver accepts mail for"),
+    Setting("RECIPIENT_VERIFY", "auto", _choice("auto", "probe", "file", "no"),
+            "check recipients at RCPT: probe the relay, RECIPIENTS_FILE, or no; auto: the "
+            "file if set, else probe when LOCAL_DOMAINS is set"),
+    Setting("RECIPIENTS_FILE", "", _text,
+            "valid recipients, one address or @domain a line, reread when it changes"),
     Setting("RELAY_NETWORKS", "127.0.0.1/32 ::1/128", _networks,
             "client networks allowed to send to any recipient"),
     Setting("MAX_MESSAGE_SIZE", "50M", _size, "largest message the receiver accepts"),
@@ -274,6 +279,8 @@ class Config:
     relay_port: int
     listen: tuple[str, int]
     local_domains: frozenset[str]
+    recipient_verify: str
+    recipients_file: str
     relay_networks: tuple[Network, ...]
     max_message_size: int
     max_recipients: int

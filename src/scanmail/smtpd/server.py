@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from scanmail.config import Config
 from scanmail.errors import ConfigError, TempFailure
 from scanmail.smtpd.acceptance import Policy
+from scanmail.smtpd.recipients import Verifier
 from scanmail.smtpd.session import Connections, GatewaySMTP, Handler
 from scanmail.spool import Spool
 
@@ -66,7 +67,8 @@ class Receiver:
         self.config = config
         self.listen = listen or config.listen
         self.spool = Spool(config.spool_dir)
-        self.handler = Handler(Policy.from_config(config), self.spool)
+        self.handler = Handler(Policy.from_config(config), self.spool,
+                               Verifier.from_config(config))
         self.connections = Connections(config.max_connections, config.max_connections_per_client)
         self.tls = tls_context(config)
         self.executor = ThreadPoolExecutor(WRITE_THREADS, thread_name_prefix="spool")

@@ -19,6 +19,7 @@ from scanmail.events import clean
 from scanmail.hops import HopCounter, loop_reply
 from scanmail.smtpd.acceptance import Policy, check_address, peer_ip
 from scanmail.smtpd.buffer import MessageBuffer
+from scanmail.smtpd.recipients import Verifier
 from scanmail.smtpd.relaysafe import raw_path, routing_problem
 from scanmail.spool import Envelope as SpoolEnvelope
 from scanmail.spool import Spool
@@ -61,9 +62,10 @@ def received_header(
 class Handler:
     """aiosmtpd hooks: envelope checks and anti-relay at MAIL and RCPT."""
 
-    def __init__(self, policy: Policy, spool: Spool) -> None:
+    def __init__(self, policy: Policy, spool: Spool, verifier: Verifier | None = None) -> None:
         self.policy = policy
         self.spool = spool
+        self.verifier = verifier or Verifier("no", None, None)
 
     async def handle_EHLO(
         self, server: SMTP, session: Session, envelope: Envelope, hostname: str,
@@ -116,10 +118,24 @@ class Handler:
                 _client(session), clean(spool_sender(envelope.mail_from)), clean(address),
             )
             return "550 5.7.1 Relaying denied"
+        if allowed and not unqualified and not trusted:
+            unknown = await self._verify(address)
+            if unknown:
+                log.info("qid=- event=receive verdict=refused reason=recipient client=%s "
+                         "from=<%s> rcpt=<%s> reply=%r", _client(session),
+                         clean(spool_sender(envelope.mail_from)), clean(address), clean(unknown))
+                return unknown
         if address not in envelope.rcpt_tos:
             envelope.rcpt_tos.append(address)
             envelope.rcpt_options.extend(options)
         return "250 2.1.5 OK"
+
+    async def _verify(self, address: str) -> Reply | None:
+        """Whether the internal server knows the recipient (before the 250, never a bounce)."""
+        if not self.verifier.blocking:
+            return self.verifier.verdict(address)
+        return await asyncio.get_running_loop().run_in_executor(
+            None, self.verifier.verdict, address)
 
     async def handle_exception(self, error: Exception) -> Reply:
         log.error("receiver error: %s", error, exc_info=error)
