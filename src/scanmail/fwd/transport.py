@@ -14,6 +14,7 @@ from typing import Protocol
 
 from scanmail.config import Config
 from scanmail.fwd.bounded import BoundedSMTP
+from scanmail.fwd.origin import read_origin
 from scanmail.spool import SpoolFile, iter_message
 
 SEND_CHUNK = 64 << 10
@@ -207,6 +208,7 @@ class SmtpTransport:
         elif utf8:
             return attempt.refuse(rcpts, Reply(553, "5.6.7 The relay does not support SMTPUTF8"))
         try:
+            self._xforward(smtp, message)
             reply = self._command(smtp, b"MAIL FROM:<" + _address(sender) + b">" + params)
         except (smtplib.SMTPServerDisconnected, ConnectionError) as exc:
             raise _StaleConnection(str(exc)) from exc
@@ -234,6 +236,19 @@ class SmtpTransport:
         if reply.code == 421:
             self._drop()
         return attempt
+
+    def _xforward(self, smtp: smtplib.SMTP, message: SpoolFile) -> None:
+        """Tell a relay that offers XFORWARD who the original client was (Postfix logs it)."""
+        offered = smtp.esmtp_features.get("xforward")
+        if offered is None:
+            return
+        origin = read_origin(message)
+        if origin is None:
+            return
+        attributes = origin.attributes(offered)
+        if attributes:
+            # A refusal changes nothing: the relay then logs us as the client.
+            self._command(smtp, ("XFORWARD " + " ".join(attributes)).encode("ascii"))
 
     def _abort(self, smtp: smtplib.SMTP, attempt: Attempt, reply: Reply) -> Attempt:
         """End a failed transaction with RSET, or drop the connection if that fails."""

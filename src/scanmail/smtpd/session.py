@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import ipaddress
 import itertools
 import logging
 import os
@@ -21,6 +22,7 @@ from scanmail.smtpd.acceptance import Policy, check_address, peer_ip
 from scanmail.smtpd.buffer import MessageBuffer
 from scanmail.smtpd.recipients import Verifier
 from scanmail.smtpd.relaysafe import raw_path, routing_problem
+from scanmail.smtpd.xforward import EHLO_LINE, Forwarded, apply
 from scanmail.spool import Envelope as SpoolEnvelope
 from scanmail.spool import Spool
 
@@ -36,18 +38,34 @@ def spool_sender(mail_from: str | None) -> str:
     return "" if mail_from in (None, "<>") else str(mail_from)
 
 
+def _literal(ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None) -> str:
+    return "unknown" if ip is None else f"[IPv6:{ip}]" if ip.version == 6 else f"[{ip}]"
+
+
 def received_header(
-    session: Session, envelope: Envelope, hostname: str, qid: str, tls: bool
+    session: Session, envelope: Envelope, hostname: str, qid: str, tls: bool,
+    forwarded: Forwarded | None = None,
 ) -> bytes:
-    """The Received: trace field (RFC 5321 4.4), with CRLF line ends like the message."""
+    """The Received: trace field (RFC 5321 4.4), with CRLF line ends like the message.
+
+    With XFORWARD the original client is named, and the MTA that handed it on follows.
+    """
     helo = _HELO_SAFE.sub("?", str(session.host_name or ""))[:100] or "unknown"
     ip = peer_ip(session.peer)
-    literal = "unknown" if ip is None else f"[IPv6:{ip}]" if ip.version == 6 else f"[{ip}]"
+    literal = _literal(ip)
     proto = "UTF8SMTP" if envelope.smtp_utf8 else "ESMTP" if session.extended_smtp else "SMTP"
+    via = ""
+    if forwarded is not None and forwarded.given:
+        via = f" (via {helo} {literal})"
+        helo = forwarded.helo or "unknown"
+        literal = _literal(forwarded.addr)
+        if forwarded.name and forwarded.name != "unknown":
+            literal = f"{forwarded.name} {literal}"
+        proto = forwarded.proto or proto
     if tls:
         proto += "S"  # RFC 3848, RFC 6531
     lines = [
-        f"Received: from {helo} ({literal})",
+        f"Received: from {helo} ({literal}){via}",
         f"\tby {hostname} (scanmail) with {proto} id {qid}",
     ]
     date = email.utils.formatdate(localtime=True)
@@ -74,7 +92,10 @@ class Handler:
         # aiosmtpd offers AUTH after STARTTLS with mechanisms that always fail: an MX has
         # no users, so say nothing about AUTH at all.
         session.host_name = hostname
-        return [line for line in responses if not line[4:].upper().startswith("AUTH")]
+        lines = [line for line in responses if not line[4:].upper().startswith("AUTH")]
+        if self.policy.is_trusted(session.peer):  # Postfix in front: say who the client was
+            lines.insert(len(lines) - 1, "250-" + EHLO_LINE)
+        return lines
 
     async def handle_MAIL(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
@@ -191,6 +212,30 @@ class GatewaySMTP(SMTP):
         self.executor = executor
         self.last_touch = 0.0
         self.rcpt_raw = ""
+        self.forwarded = Forwarded()
+
+    def _set_post_data_state(self) -> None:
+        super()._set_post_data_state()  # type: ignore[no-untyped-call]
+        self.forwarded = Forwarded()  # XFORWARD lasts one transaction
+
+    async def smtp_XFORWARD(self, arg: str) -> None:
+        """Postfix's XFORWARD, from RELAY_NETWORKS only, before MAIL FROM."""
+        assert self.session is not None and self.envelope is not None
+        if not self.gateway.policy.is_trusted(self.session.peer):
+            await self.push("550 5.7.0 Error: insufficient authorization")
+            return
+        if self.envelope.mail_from:
+            await self.push("503 5.5.1 Error: MAIL transaction in progress")
+            return
+        problem = apply(self.forwarded, arg or "")
+        await self.push(problem or "250 2.0.0 Ok")
+
+    def client_text(self) -> str:
+        """The client for log lines: the XFORWARDed one when there is one."""
+        assert self.session is not None
+        if self.forwarded.addr is not None:
+            return f"{self.forwarded.addr} via={_client(self.session)}"
+        return _client(self.session)
 
     async def _handle_client(self) -> None:
         if len(self.connections.active) >= self.connections.limit:
@@ -256,7 +301,7 @@ class GatewaySMTP(SMTP):
             problem = await self._receive(buffer)
             if problem is None:
                 problem = await self._commit(buffer)
-            self._set_post_data_state()  # type: ignore[no-untyped-call]
+            self._set_post_data_state()
             await self.push(problem)
         finally:
             buffer.close()
@@ -312,12 +357,13 @@ class GatewaySMTP(SMTP):
         tls = self.session.ssl is not None
         session = self.session
         hostname = self.hostname
+        forwarded = self.forwarded
         record = SpoolEnvelope(spool_sender(envelope.mail_from), tuple(envelope.rcpt_tos))
 
         def write() -> str:
             # In the worker thread: choosing a free name stats every folder, and it is slow.
             qid = spool.new_qid()
-            header = received_header(session, envelope, hostname, qid, tls)
+            header = received_header(session, envelope, hostname, qid, tls, forwarded)
             spool.write("incoming", record, itertools.chain([header], buffer.iter_chunks()), qid)
             return qid
 
@@ -333,6 +379,6 @@ class GatewaySMTP(SMTP):
         log.info(
             "qid=%s event=receive from=<%s> rcpts=%d size=%d verdict=accepted client=%s tls=%s",
             qid, clean(record.sender), len(record.recipients), buffer.size,
-            _client(self.session), "yes" if tls else "no",
+            self.client_text(), "yes" if tls else "no",
         )
         return f"250 2.0.0 OK queued as {qid}"
