@@ -191,3 +191,28 @@ def test_unknown_recipient_refused_at_rcpt_in_front_of_postfix(write_env, sink: 
         # The probe never queued anything in Postfix, and nobody gets a bounce later.
         assert instance.queue_is_empty()
     assert list_complete(config.spool_dir / "incoming") == []
+
+
+def test_notify_success_gives_postfixs_success_dsn_from_the_last_hop(write_env, sink: Sink) -> None:
+    setup = AfterQueue(write_env, sink)
+    spool_root = setup.config.spool_dir
+    with setup.postfix as postfix, receiver(setup.config, setup.filter_port):
+        assert send(setup.smtpd_port, [BOB], message("receipt", "hi\n", []),
+                    mail_options=["ENVID=envid-4711", "RET=HDRS"],
+                    rcpt_options=["NOTIFY=SUCCESS", "ORCPT=rfc822;bob@corp.example"]) == {}
+        wait_until(lambda: len(list_complete(spool_root / "incoming")) == 1, "the message")
+        assert (spool_root / "var" / "dsn").is_dir()  # the sidecar kept NOTIFY and ENVID
+        scan_and_forward(setup.env, setup.config)
+        wait_until(lambda: any(m.recipients == [SENDER] for m in sink.messages), "the DSN",
+                   timeout=60)
+        log = postfix.log_text()
+    notices = [m for m in sink.messages if m.recipients == [SENDER]]
+    assert len(notices) == 1, log  # one notice: from the last hop, not a "relayed" by the first
+    text = notices[0].content.decode("utf-8", "replace")
+    assert notices[0].sender in ("", "<>")
+    assert "report-type=delivery-status" in text
+    assert "Original-Envelope-Id: envid-4711" in text
+    assert f"127.0.0.1[127.0.0.1]:{sink.port}" in text or "relayed" in text
+    assert "queued as smtpd" not in text  # not the first hop's notice about scanmail
+    assert [m.recipients for m in sink.messages if m.recipients == [BOB]] == [[BOB]]
+    assert not list((spool_root / "var" / "dsn").iterdir())  # dropped once delivered

@@ -7,7 +7,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from scanmail import notify
+from scanmail import dsnparams, notify
 from scanmail.config import Config
 from scanmail.errors import SpoolError
 from scanmail.events import clean
@@ -28,11 +28,18 @@ def send_dsn(
     sender = message.envelope.sender
     if not sender:
         return None
-    failures = [Failure(rcpt, str(reply), remote) for rcpt, reply in failed.items()]
+    params = dsnparams.load(config.var_dir, message.qid)
+    # RFC 3461: NOTIFY=NEVER, or a NOTIFY without FAILURE, means no report for that one.
+    failures = [Failure(rcpt, str(reply), remote) for rcpt, reply in failed.items()
+                if params.rcpt(rcpt).wants("FAILURE")]
+    if not failures:
+        return None
     with message.open_message() as handle:
         head = handle.read(MAX_HEADERS)
+    orcpts = {f.recipient: params.rcpt(f.recipient).orcpt or "" for f in failures}
     dsn = build_dsn(
         config.hostname, config.alert_from, sender, message.qid, failures, head, arrival=arrival,
+        envid=params.envid, orcpts=orcpts,
     )
     return spool.write("outgoing", Envelope("", (sender,)), [dsn])
 

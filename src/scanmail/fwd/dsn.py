@@ -5,9 +5,10 @@ from __future__ import annotations
 import email.utils
 import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from scanmail.dsnparams import decode_xtext
 from scanmail.notify import plain
 
 MAX_HEADERS = 64 << 10  # the returned header block is cut here; the body is never returned
@@ -49,6 +50,12 @@ def _address_type(address: str) -> str:
     return "rfc822" if address.isascii() else "utf-8"  # RFC 6533 3.2 for UTF-8 addresses
 
 
+def _original_recipient(orcpt: str) -> list[str]:
+    """RFC 3464 2.3.1 from the sender's ORCPT=addr-type;xtext, or nothing."""
+    kind, _, text = orcpt.partition(";")
+    return [f"Original-Recipient: {plain(kind)}; {plain(decode_xtext(text))}"] if text else []
+
+
 def build_dsn(
     hostname: str,
     sender_from: str,
@@ -57,6 +64,8 @@ def build_dsn(
     failures: Sequence[Failure],
     original: bytes,
     arrival: float | None = None,
+    envid: str | None = None,
+    orcpts: Mapping[str, str] | None = None,
 ) -> bytes:
     """A complete multipart/report (report-type=delivery-status) message, CRLF line ends."""
     boundary = f"=_scanmail_{secrets.token_hex(12)}"
@@ -101,11 +110,14 @@ def build_dsn(
         f"Reporting-MTA: dns; {hostname}",
         f"X-Scanmail-Queue-ID: {qid}",
     ]
+    if envid:
+        report.append(f"Original-Envelope-Id: {plain(decode_xtext(envid))}")
     if arrival is not None:
         report.append(f"Arrival-Date: {email.utils.formatdate(arrival, localtime=True)}")
     for failure in failures:
         report += [
             "",
+            *_original_recipient((orcpts or {}).get(failure.recipient, "")),
             f"Final-Recipient: {_address_type(failure.recipient)}; {failure.recipient}",
             "Action: failed",
             f"Status: {failure.status}",

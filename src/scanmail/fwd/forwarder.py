@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from scanmail import dsnparams
 from scanmail.config import Config
 from scanmail.errors import MalformedSpoolFile, SpoolError, TempFailure
 from scanmail.events import Event, EventLog, clean
@@ -78,6 +79,8 @@ class Forwarder:
         now = self.clock()
         files = list_complete(self.spool.outgoing)
         self.retries.prune({path.name for path in files})
+        live = {path.name for path in files} | {p.name for p in list_complete(self.spool.incoming)}
+        dsnparams.prune(self.spool.var, live, self.max_age + 86400)
         todo: queue.Queue[Path] = queue.Queue()
         for path in files:
             if flush or self.retries.load(path).next_try <= now:
@@ -206,10 +209,12 @@ class Forwarder:
         elif state.failed:
             self._park(path, message, state, delivered, report)
             self.retries.drop(message.qid)
+            dsnparams.drop(self.spool.var, message.qid)
             verdict = "failed"
         else:
             self._remove(path)
             self.retries.drop(message.qid)
+            dsnparams.drop(self.spool.var, message.qid)
             verdict = "delivered"
         report.count(verdict)
         details = [f"{rcpt}: {reply}" for rcpt, reply in {**failed, **deferred}.items()]

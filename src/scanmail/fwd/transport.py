@@ -12,6 +12,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from scanmail import dsnparams
 from scanmail.config import Config
 from scanmail.fwd.bounded import BoundedSMTP
 from scanmail.fwd.origin import read_origin
@@ -116,6 +117,19 @@ def _address(address: str) -> bytes:
     return address.encode("utf-8", "surrogateescape")
 
 
+def _rcpt_params(dsn: dsnparams.DsnParams | None, rcpt: str) -> bytes:
+    """NOTIFY and ORCPT as the sender gave them, for a relay that offers DSN."""
+    if dsn is None:
+        return b""
+    given = dsn.rcpt(rcpt)
+    out = b""
+    if given.notify:
+        out += b" NOTIFY=" + ",".join(given.notify).encode("ascii")
+    if given.orcpt:
+        out += b" ORCPT=" + given.orcpt.encode("ascii")
+    return out
+
+
 def _read_reply(smtp: smtplib.SMTP) -> Reply:
     code, text = smtp.getreply()
     return Reply(code, text.decode("utf-8", "replace").replace("\n", " "))
@@ -134,6 +148,7 @@ class SmtpTransport:
         self.helo = config.hostname
         self.timeout = config.smtp_timeout
         self.deadline = config.fwd_deadline
+        self.var = config.var_dir
         self.name = self.host
         self.smtp: BoundedSMTP | None = None
 
@@ -207,6 +222,11 @@ class SmtpTransport:
             params += b" SMTPUTF8"
         elif utf8:
             return attempt.refuse(rcpts, Reply(553, "5.6.7 The relay does not support SMTPUTF8"))
+        dsn = dsnparams.load(self.var, message.qid) if smtp.has_extn("dsn") else None
+        if dsn is not None and dsn.ret:
+            params += b" RET=" + dsn.ret.encode("ascii")
+        if dsn is not None and dsn.envid:
+            params += b" ENVID=" + dsn.envid.encode("ascii")
         try:
             self._xforward(smtp, message)
             reply = self._command(smtp, b"MAIL FROM:<" + _address(sender) + b">" + params)
@@ -216,7 +236,8 @@ class SmtpTransport:
             return self._abort(smtp, attempt.refuse(rcpts, reply), reply)
         accepted: list[str] = []
         for rcpt in rcpts:
-            reply = self._command(smtp, b"RCPT TO:<" + _address(rcpt) + b">")
+            line = b"RCPT TO:<" + _address(rcpt) + b">" + _rcpt_params(dsn, rcpt)
+            reply = self._command(smtp, line)
             if reply.is_ok:
                 accepted.append(rcpt)
             else:

@@ -15,6 +15,8 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from scanmail import dsnparams
+from scanmail.dsnparams import DsnParams, RcptParams
 from scanmail.errors import GatewayError
 from scanmail.events import clean
 from scanmail.hops import HopCounter, loop_reply
@@ -93,6 +95,7 @@ class Handler:
         # no users, so say nothing about AUTH at all.
         session.host_name = hostname
         lines = [line for line in responses if not line[4:].upper().startswith("AUTH")]
+        lines[-1:-1] = ["250-DSN", "250-ENHANCEDSTATUSCODES"]  # RFC 3461, RFC 2034
         if self.policy.is_trusted(session.peer):  # Postfix in front: say who the client was
             lines.insert(len(lines) - 1, "250-" + EHLO_LINE)
         return lines
@@ -163,6 +166,23 @@ class Handler:
         return "451 4.3.0 Internal error; try again later"
 
 
+def _split_command(arg: str | None, keyword: str) -> tuple[str, str, list[str]]:
+    """MAIL/RCPT argument: (the keyword as written, the path, the parameters)."""
+    text = arg or ""
+    head = text[: len(keyword)]
+    if head.upper() != keyword:
+        return "", text, []
+    text = text[len(keyword):]
+    stripped = text.lstrip()
+    lead = text[: len(text) - len(stripped)]
+    if stripped.startswith("<"):
+        end = stripped.find(">")
+        end = len(stripped) if end < 0 else end + 1
+    else:
+        end = len(stripped.split(" ", 1)[0])
+    return head + lead, stripped[:end], stripped[end:].split()
+
+
 def _client(session: Session) -> str:
     ip = peer_ip(session.peer)
     return "unknown" if ip is None else str(ip)
@@ -213,10 +233,12 @@ class GatewaySMTP(SMTP):
         self.last_touch = 0.0
         self.rcpt_raw = ""
         self.forwarded = Forwarded()
+        self.dsn = DsnParams()
 
     def _set_post_data_state(self) -> None:
         super()._set_post_data_state()  # type: ignore[no-untyped-call]
         self.forwarded = Forwarded()  # XFORWARD lasts one transaction
+        self.dsn = DsnParams()
 
     async def smtp_XFORWARD(self, arg: str) -> None:
         """Postfix's XFORWARD, from RELAY_NETWORKS only, before MAIL FROM."""
@@ -274,13 +296,55 @@ class GatewaySMTP(SMTP):
             self.last_touch = now
             self._reset_timeout()
 
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        """Take RET and ENVID (RFC 3461) off the line; aiosmtpd refuses what it does not know."""
+        self.dsn = DsnParams()
+        keyword, path, params = _split_command(arg, "FROM:")
+        rest = []
+        for param in params:
+            key, _, value = param.partition("=")
+            if key.upper() == "RET":
+                if value.upper() not in ("FULL", "HDRS") or self.dsn.ret:
+                    await self.push("501 5.5.4 Bad RET parameter")
+                    return
+                self.dsn.ret = value.upper()
+            elif key.upper() == "ENVID":
+                if not dsnparams.valid_xtext(value, 100) or self.dsn.envid:
+                    await self.push("501 5.5.4 Bad ENVID parameter")
+                    return
+                self.dsn.envid = value
+            else:
+                rest.append(param)
+        await super().smtp_MAIL(None if arg is None else " ".join([keyword + path, *rest]))
+
     async def smtp_RCPT(self, arg: str | None) -> None:
-        """Keep the path as written: aiosmtpd drops a source route and unquotes."""
-        text = arg or ""
-        if text[:3].upper() == "TO:":
-            text = text[3:]
-        self.rcpt_raw = raw_path(text)
-        await super().smtp_RCPT(arg)
+        """Keep the path as written (aiosmtpd drops a source route and unquotes), and the
+        NOTIFY and ORCPT parameters (RFC 3461) of each recipient accepted."""
+        keyword, path, params = _split_command(arg, "TO:")
+        self.rcpt_raw = raw_path(path)
+        notify: tuple[str, ...] | None = None
+        orcpt: str | None = None
+        rest = []
+        for param in params:
+            key, _, value = param.partition("=")
+            if key.upper() == "NOTIFY":
+                notify = dsnparams.parse_notify(value)
+                if notify is None:
+                    await self.push("501 5.5.4 Bad NOTIFY parameter")
+                    return
+            elif key.upper() == "ORCPT":
+                kind, semi, text = value.partition(";")
+                if not semi or not kind or not dsnparams.valid_xtext(text):
+                    await self.push("501 5.5.4 Bad ORCPT parameter")
+                    return
+                orcpt = value
+            else:
+                rest.append(param)
+        assert self.envelope is not None
+        before = len(self.envelope.rcpt_tos)
+        await super().smtp_RCPT(None if arg is None else " ".join([keyword + path, *rest]))
+        if len(self.envelope.rcpt_tos) > before and (notify or orcpt):
+            self.dsn.rcpts[self.envelope.rcpt_tos[-1]] = RcptParams(notify, orcpt)
 
     async def smtp_DATA(self, arg: str) -> None:
         """Receive the message into a MessageBuffer, spool it, and only then answer 250."""
@@ -358,12 +422,14 @@ class GatewaySMTP(SMTP):
         session = self.session
         hostname = self.hostname
         forwarded = self.forwarded
+        dsn = self.dsn
         record = SpoolEnvelope(spool_sender(envelope.mail_from), tuple(envelope.rcpt_tos))
 
         def write() -> str:
             # In the worker thread: choosing a free name stats every folder, and it is slow.
             qid = spool.new_qid()
             header = received_header(session, envelope, hostname, qid, tls, forwarded)
+            dsnparams.save(spool.var, qid, dsn)  # before the file is complete: never missing
             spool.write("incoming", record, itertools.chain([header], buffer.iter_chunks()), qid)
             return qid
 
