@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email
+import logging
+import re
 import smtplib
 import threading
 import time
@@ -121,7 +123,20 @@ def sink() -> Iterator[Sink]:
         yield running
 
 
+class Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
 def test_after_queue_filter_clean_infected_banned_and_xforward(write_env, sink: Sink) -> None:
+    forwarder_log = logging.getLogger("scanmail.fwd.forwarder")
+    lines = Lines()
+    forwarder_log.addHandler(lines)
+    forwarder_log.setLevel(logging.INFO)
     setup = AfterQueue(write_env, sink)
     clean = message("minutes", "The minutes are attached.\n", [("minutes.pdf", b"%PDF-1.4 x")])
     banned = message("invoice", "Please pay.\n", [("invoice.pdf.exe", b"MZ not really")])
@@ -151,6 +166,13 @@ def test_after_queue_filter_clean_infected_banned_and_xforward(write_env, sink: 
     received = [v for k, v in got.items() if k.lower() == "received"]
     assert any("origin.client.example" in str(v) and "127.0.0.2" in str(v) and "scanmail" in str(v)
                for v in received), received
+    # One message across both logs: Postfix's filter line names scanmail's id ("queued as
+    # smtpd..."), scanmail's relayed line names Postfix's re-entry id ("queued as 4Xyz").
+    forwarder_log.removeHandler(lines)
+    relayed = [line for line in lines.lines if "event=relayed" in line]
+    ids = [m.group(1) for line in relayed if (m := re.search(r"queued as ([0-9A-F]+)", line))]
+    assert ids, relayed
+    assert any(f"{qid}: to=<{BOB}>" in log and "status=sent" in log for qid in ids)
 
 
 def test_scanmail_down_postfix_defers_then_delivers(write_env, sink: Sink) -> None:

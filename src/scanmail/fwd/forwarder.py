@@ -225,6 +225,10 @@ class Forwarder:
             reason="sent" if worst is None else str(worst.code),
             detail=f"sent={len(delivered)} " + "; ".join(details),
         ))
+        if attempt.accepted is not None:
+            # One line to follow the message into the relay's log: its own queue id is there.
+            log.info("qid=%s event=relayed relay=%s rcpts=%s reply=%r", message.qid, remote,
+                     ",".join(f"<{clean(r)}>" for r in delivered), clean(str(attempt.accepted)))
 
     def _bounce(
         self,

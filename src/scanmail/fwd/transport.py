@@ -52,6 +52,7 @@ class Attempt:
     delivered: list[str] = field(default_factory=list)
     deferred: dict[str, Reply] = field(default_factory=dict)
     failed: dict[str, Reply] = field(default_factory=dict)
+    accepted: Reply | None = None  # the relay's answer to the data, e.g. "250 ... queued as 4Xyz"
 
     def refuse(self, recipients: Sequence[str], reply: Reply) -> Attempt:
         """Record the same non-success reply for several recipients."""
@@ -252,6 +253,7 @@ class SmtpTransport:
         reply = _read_reply(smtp)
         if reply.is_ok:
             attempt.delivered = accepted
+            attempt.accepted = reply
         else:
             attempt.refuse(accepted, reply)
         if reply.code == 421:
