@@ -118,3 +118,24 @@ def test_xforward_from_a_trusted_mta_names_the_original_client(write_env) -> Non
         b"(via postfix.corp.example [127.0.0.1])",
         b"Received: from postfix.corp.example ([127.0.0.1])",
     ])
+
+
+def test_relayed_notice_when_the_relay_has_no_dsn(write_env) -> None:
+    with Sink() as sink:  # aiosmtpd: no DSN extension
+        config = load_config(write_env(RELAY_HOST="127.0.0.1", RELAY_PORT=str(sink.port)))
+        spool = Spool(config.spool_dir)
+        qid = spool.new_qid()
+        dsnparams.save(config.var_dir, qid, dsnparams.DsnParams(envid="E1", rcpts={
+            "bob@corp.example": dsnparams.RcptParams(("SUCCESS",), None)}))
+        spool.write("outgoing", Envelope("ann@ext.example",
+                                         ("bob@corp.example", "carol@corp.example")),
+                    [MESSAGE], qid)
+        Forwarder(config).run_pass()
+        Forwarder(config).run_pass()
+    notices = [m for m in sink.messages if m.recipients == ["ann@ext.example"]]
+    assert len(notices) == 1
+    text = notices[0].content.decode()
+    assert "Action: relayed" in text and "Status: 2.0.0" in text
+    assert "Final-Recipient: rfc822; bob@corp.example" in text
+    assert "Final-Recipient: rfc822; carol@corp.example" not in text  # asked for nothing
+    assert "Original-Envelope-Id: E1" in text

@@ -44,6 +44,35 @@ def send_dsn(
     return spool.write("outgoing", Envelope("", (sender,)), [dsn])
 
 
+def send_relayed(
+    config: Config,
+    spool: Spool,
+    message: SpoolFile,
+    delivered: Sequence[str],
+    reply: Reply,
+    remote: str,
+    arrival: float,
+) -> Path | None:
+    """A "relayed" notice (RFC 3461 4.1) for recipients that asked NOTIFY=SUCCESS when the
+    relay does not offer DSN and so cannot send the success notice itself."""
+    sender = message.envelope.sender
+    if not sender:
+        return None
+    params = dsnparams.load(config.var_dir, message.qid)
+    wanted = [r for r in delivered if params.rcpt(r).wants("SUCCESS")]
+    if not wanted:
+        return None
+    with message.open_message() as handle:
+        head = handle.read(MAX_HEADERS)
+    notices = [Failure(rcpt, str(reply), remote) for rcpt in wanted]
+    orcpts = {rcpt: params.rcpt(rcpt).orcpt or "" for rcpt in wanted}
+    dsn = build_dsn(
+        config.hostname, config.alert_from, sender, message.qid, notices, head, arrival=arrival,
+        envid=params.envid, orcpts=orcpts, action="relayed",
+    )
+    return spool.write("outgoing", Envelope("", (sender,)), [dsn])
+
+
 def park(spool: Spool, path: Path, lines: Sequence[str], now: float) -> Path:
     """Move a spool file to failed/ and write why beside it; the new path."""
     moved = spool.move(path, "failed")

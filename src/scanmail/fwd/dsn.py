@@ -66,8 +66,13 @@ def build_dsn(
     arrival: float | None = None,
     envid: str | None = None,
     orcpts: Mapping[str, str] | None = None,
+    action: str = "failed",
 ) -> bytes:
-    """A complete multipart/report (report-type=delivery-status) message, CRLF line ends."""
+    """A complete multipart/report (report-type=delivery-status) message, CRLF line ends.
+
+    action "relayed" (RFC 3461 4.1): a NOTIFY=SUCCESS request the relay could not take on.
+    """
+    relayed = action == "relayed"
     boundary = f"=_scanmail_{secrets.token_hex(12)}"
     now = email.utils.formatdate(localtime=True)
     utf8 = not (to.isascii() and all(f.recipient.isascii() for f in failures))
@@ -76,7 +81,8 @@ def build_dsn(
     top = [
         f"From: Mail Delivery System <{sender_from}>",
         f"To: <{to}>",
-        "Subject: Undelivered Mail Returned to Sender",
+        "Subject: " + ("Successful Mail Delivery Report" if relayed
+                       else "Undelivered Mail Returned to Sender"),
         f"Date: {now}",
         f"Message-ID: {email.utils.make_msgid('dsn', domain=hostname)}",
         "Auto-Submitted: auto-replied",  # RFC 3834
@@ -92,8 +98,11 @@ def build_dsn(
         "",
         f"This is the mail gateway at {hostname}.",
         "",
-        "Your message could not be delivered to the following recipients.",
-        "The internal mail server's answer is shown for each of them.",
+        *(["Your message was handed to the internal mail server for these recipients.",
+           "That server does not take delivery notices, so this is the last you will get."]
+          if relayed else
+          ["Your message could not be delivered to the following recipients.",
+           "The internal mail server's answer is shown for each of them."]),
         "",
     ]
     for failure in failures:
@@ -119,7 +128,7 @@ def build_dsn(
             "",
             *_original_recipient((orcpts or {}).get(failure.recipient, "")),
             f"Final-Recipient: {_address_type(failure.recipient)}; {failure.recipient}",
-            "Action: failed",
+            f"Action: {action}",
             f"Status: {failure.status}",
         ]
         if failure.remote:

@@ -193,6 +193,12 @@ class Forwarder:
             deferred = {}
         delivered = attempt.delivered
         path = message.path
+        if delivered and attempt.accepted is not None and not attempt.dsn_passed:
+            notice = bounce.send_relayed(self.config, self.spool, message, delivered,
+                                         attempt.accepted, remote, state.arrival)
+            if notice is not None:
+                with report.lock:
+                    report.queued += 1
         if delivered and (deferred or failed or state.failed):
             # Progress first, atomically: a crash from here on never delivers these twice.
             remaining = tuple(r for r in envelope.recipients if r not in delivered)

@@ -53,6 +53,7 @@ class Attempt:
     deferred: dict[str, Reply] = field(default_factory=dict)
     failed: dict[str, Reply] = field(default_factory=dict)
     accepted: Reply | None = None  # the relay's answer to the data, e.g. "250 ... queued as 4Xyz"
+    dsn_passed: bool = False  # the relay offered DSN and got NOTIFY/ORCPT/RET/ENVID
 
     def refuse(self, recipients: Sequence[str], reply: Reply) -> Attempt:
         """Record the same non-success reply for several recipients."""
@@ -254,6 +255,7 @@ class SmtpTransport:
         if reply.is_ok:
             attempt.delivered = accepted
             attempt.accepted = reply
+            attempt.dsn_passed = dsn is not None
         else:
             attempt.refuse(accepted, reply)
         if reply.code == 421:
