@@ -213,11 +213,15 @@ def test_relay_to_self_stops_at_max_hops_and_loses_nothing(write_env) -> None:
     assert "554" in reason and "5.4.6" in reason
 
 
-def test_check_warns_about_relay_to_self(write_env) -> None:
+def test_check_warns_about_relay_to_self(write_env, tmp_path: Path) -> None:
     env = write_env(LISTEN="0.0.0.0:25", RELAY_HOST="localhost", RELAY_PORT="25")
     assert "own LISTEN" in (relay_to_self(load_config(env)) or "")
     result = CliRunner().invoke(scan_main, ["--config", str(env), "status"])
     assert "own LISTEN" in result.output and result.exit_code != 0
+    eml = tmp_path / "a.eml"
+    eml.write_bytes(MESSAGE)
+    result = CliRunner().invoke(scan_main, ["--config", str(env), "check", str(eml)])
+    assert "warning: RELAY_HOST:RELAY_PORT" in result.output and result.exit_code == 0
     fine = write_env(LISTEN="0.0.0.0:25", RELAY_HOST="127.0.0.1", RELAY_PORT="10025")
     assert relay_to_self(load_config(fine)) is None
 
