@@ -120,6 +120,7 @@ class Receiver:
         if self.server is not None:
             await self.server.wait_closed()
         await loop.run_in_executor(None, self.executor.shutdown)
+        await loop.run_in_executor(None, self.handler.verifier.close)
 
 
 async def serve(
