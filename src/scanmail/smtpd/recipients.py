@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 PROBE_POSITIVE = 24 * 3600.0  # a known user stays known for a day
 PROBE_NEGATIVE = 3600.0  # an unknown one is asked about again after an hour
-PROBE_TIMEOUT = 30.0  # seconds the internal server has to answer each step of a probe
+PROBE_TIMEOUT = 10.0  # seconds the internal server has to answer each step of a probe
 PROBE_BATCH = 50  # RCPT probes in one MAIL FROM:<> transaction
 PROBE_IDLE = 10.0  # seconds an idle probe connection is kept
 CACHE_MAX = 100_000  # entries; the oldest half goes when it is full
