@@ -213,11 +213,20 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("RELAY_PORT", "25", _int_range(1, 65535), "its SMTP port"),
     Setting("LISTEN", "0.0.0.0:25", _listen, "where scanmail-smtpd listens"),
     Setting("LOCAL_DOMAINS", "", _domains, "recipient domains the receiver accepts mail for"),
+    Setting("RECIPIENT_VERIFY", "auto", _choice("auto", "probe", "file", "no"),
+            "check recipients at RCPT: probe the relay, RECIPIENTS_FILE, or no; auto: the "
+            "file if set, else probe when LOCAL_DOMAINS is set"),
+    Setting("RECIPIENTS_FILE", "", _text,
+            "valid recipients, one address or @domain a line, reread when it changes"),
     Setting("RELAY_NETWORKS", "127.0.0.1/32 ::1/128", _networks,
             "client networks allowed to send to any recipient"),
     Setting("MAX_MESSAGE_SIZE", "50M", _size, "largest message the receiver accepts"),
     Setting("MAX_RECIPIENTS", "100", _int_range(1, 100_000), "recipients per message"),
     Setting("MAX_CONNECTIONS", "50", _int_range(1, 100_000), "SMTP connections at once"),
+    Setting("MAX_CONNECTIONS_PER_CLIENT", "10", _int_range(1, 100_000),
+            "SMTP connections at once from one client address"),
+    Setting("MAX_HOPS", "30", _int_range(1, 1000),
+            "Received: headers beyond which a message is refused as a mail loop"),
     Setting("SMTP_TIMEOUT", "300", _float_range(1, 3600),
             "idle seconds before a client is dropped"),
     Setting("TLS_CERT", "", _text, "PEM certificate for STARTTLS (empty: no STARTTLS)"),
@@ -226,6 +235,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("FWD_CONCURRENCY", "4", _int_range(1, 256), "deliveries at once"),
     Setting("FWD_MAX_AGE_DAYS", "5", _float_range(0, 365),
             "days a temporarily failing message is retried before it bounces"),
+    Setting("FWD_DEADLINE", "900", _float_range(1, 86400),
+            "seconds one delivery transaction may take in all, however the relay trickles"),
     Setting("FWD_SENDMAIL", "", _optional_command,
             "hand mail to a local MTA instead of SMTP, e.g. /usr/sbin/sendmail"),
     Setting("SIG_DB_DIR", "/var/lib/clamav", _path, "ClamAV's database directory"),
@@ -268,16 +279,21 @@ class Config:
     relay_port: int
     listen: tuple[str, int]
     local_domains: frozenset[str]
+    recipient_verify: str
+    recipients_file: str
     relay_networks: tuple[Network, ...]
     max_message_size: int
     max_recipients: int
     max_connections: int
+    max_connections_per_client: int
+    max_hops: int
     smtp_timeout: float
     tls_cert: str
     tls_key: str
     fwd_interval: float
     fwd_concurrency: int
     fwd_max_age_days: float
+    fwd_deadline: float
     fwd_sendmail: tuple[str, ...]
     sig_db_dir: Path
     sig_sources: tuple[str, ...]

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from scanmail import quarantine
+from scanmail.admin.selfrelay import relay_to_self
 from scanmail.config import Config
 from scanmail.errors import ExitCode, ScannerUnavailable
 from scanmail.events import DB_NAME, Event, EventLog
@@ -63,11 +64,12 @@ class Status:
     deferred: tuple[Event, ...]  # the forwarder's latest deferral per file in outgoing
     max_wait: float  # seconds mail may wait in incoming or outgoing, or between passes
     sig_max_age: float  # seconds: SIG_MAX_AGE_DAYS
+    config_problems: tuple[str, ...] = ()  # e.g. the relay is the receiver itself
 
     @property
     def problems(self) -> list[str]:
         """What needs the admin: a silent scanner, stale signatures, mail waiting too long."""
-        return [*self.scanner_problems(), *self.waiting_problems()]
+        return [*self.config_problems, *self.scanner_problems(), *self.waiting_problems()]
 
     def scanner_problems(self) -> Iterator[str]:
         scanner = self.scanner
@@ -152,8 +154,9 @@ def gather(config: Config, max_wait: float, now: float | None = None) -> Status:
     with _events(config) as events:
         last_pass = pass_state(config, events)
         deferred = tuple(deferrals(spool, events))
+    loop = relay_to_self(config)
     return Status(now, folders, scanner, last_pass, deferred, max_wait,
-                  config.sig_max_age_days * DAY)
+                  config.sig_max_age_days * DAY, (loop,) if loop else ())
 
 
 def folder_state(spool: Spool, name: str) -> FolderState:

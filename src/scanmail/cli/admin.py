@@ -16,6 +16,7 @@ import click
 
 from scanmail import quarantine
 from scanmail.admin import show
+from scanmail.admin.selfrelay import relay_to_self
 from scanmail.admin.status import gather
 from scanmail.cli import exit_codes, start
 from scanmail.config import Config
@@ -254,6 +255,9 @@ def check_command(ctx: click.Context, files: tuple[Path, ...], rules_dir: Path |
         if not inspector.rules.bad:  # a missing file is an empty list: say so
             where = rules_dir or config.etc_dir
             click.echo(f"scanmail: warning: no patterns in {where / 'matches.bad'}", err=True)
+        loop = relay_to_self(config)
+        if loop:
+            click.echo(f"scanmail: warning: {loop}", err=True)
         code = ExitCode.OK
         for path in files:
             inspection = inspector.inspect(path)

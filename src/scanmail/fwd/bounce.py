@@ -6,7 +6,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from scanmail import durable, notify
+from scanmail import dsnparams, durable, notify
 from scanmail.config import Config
 from scanmail.errors import SpoolError
 from scanmail.fwd.dsn import MAX_HEADERS, Failure, build_dsn
@@ -27,11 +27,47 @@ def send_dsn(
     sender = message.envelope.sender
     if not sender:
         return None
-    failures = [Failure(rcpt, str(reply), remote) for rcpt, reply in failed.items()]
+    params = dsnparams.load(config.var_dir, message.qid)
+    # RFC 3461: NOTIFY=NEVER, or a NOTIFY without FAILURE, means no report for that one.
+    failures = [Failure(rcpt, str(reply), remote) for rcpt, reply in failed.items()
+                if params.rcpt(rcpt).wants("FAILURE")]
+    if not failures:
+        return None
     with message.open_message() as handle:
         head = handle.read(MAX_HEADERS)
+    orcpts = {f.recipient: params.rcpt(f.recipient).orcpt or "" for f in failures}
     dsn = build_dsn(
         config.hostname, config.alert_from, sender, message.qid, failures, head, arrival=arrival,
+        envid=params.envid, orcpts=orcpts,
+    )
+    return spool.write("outgoing", Envelope("", (sender,)), [dsn])
+
+
+def send_relayed(
+    config: Config,
+    spool: Spool,
+    message: SpoolFile,
+    delivered: Sequence[str],
+    reply: Reply,
+    remote: str,
+    arrival: float,
+) -> Path | None:
+    """A "relayed" notice (RFC 3461 4.1) for recipients that asked NOTIFY=SUCCESS when the
+    relay does not offer DSN and so cannot send the success notice itself."""
+    sender = message.envelope.sender
+    if not sender:
+        return None
+    params = dsnparams.load(config.var_dir, message.qid)
+    wanted = [r for r in delivered if params.rcpt(r).wants("SUCCESS")]
+    if not wanted:
+        return None
+    with message.open_message() as handle:
+        head = handle.read(MAX_HEADERS)
+    notices = [Failure(rcpt, str(reply), remote) for rcpt in wanted]
+    orcpts = {rcpt: params.rcpt(rcpt).orcpt or "" for rcpt in wanted}
+    dsn = build_dsn(
+        config.hostname, config.alert_from, sender, message.qid, notices, head, arrival=arrival,
+        envid=params.envid, orcpts=orcpts, action="relayed",
     )
     return spool.write("outgoing", Envelope("", (sender,)), [dsn])
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import email.utils
 import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from scanmail.dsnparams import decode_xtext
 from scanmail.notify import plain
 
 MAX_HEADERS = 64 << 10  # the returned header block is cut here; the body is never returned
@@ -49,6 +50,12 @@ def _address_type(address: str) -> str:
     return "rfc822" if address.isascii() else "utf-8"  # RFC 6533 3.2 for UTF-8 addresses
 
 
+def _original_recipient(orcpt: str) -> list[str]:
+    """RFC 3464 2.3.1 from the sender's ORCPT=addr-type;xtext, or nothing."""
+    kind, _, text = orcpt.partition(";")
+    return [f"Original-Recipient: {plain(kind)}; {plain(decode_xtext(text))}"] if text else []
+
+
 def build_dsn(
     hostname: str,
     sender_from: str,
@@ -57,8 +64,15 @@ def build_dsn(
     failures: Sequence[Failure],
     original: bytes,
     arrival: float | None = None,
+    envid: str | None = None,
+    orcpts: Mapping[str, str] | None = None,
+    action: str = "failed",
 ) -> bytes:
-    """A complete multipart/report (report-type=delivery-status) message, CRLF line ends."""
+    """A complete multipart/report (report-type=delivery-status) message, CRLF line ends.
+
+    action "relayed" (RFC 3461 4.1): a NOTIFY=SUCCESS request the relay could not take on.
+    """
+    relayed = action == "relayed"
     boundary = f"=_scanmail_{secrets.token_hex(12)}"
     now = email.utils.formatdate(localtime=True)
     utf8 = not (to.isascii() and all(f.recipient.isascii() for f in failures))
@@ -67,7 +81,8 @@ def build_dsn(
     top = [
         f"From: Mail Delivery System <{sender_from}>",
         f"To: <{to}>",
-        "Subject: Undelivered Mail Returned to Sender",
+        "Subject: " + ("Successful Mail Delivery Report" if relayed
+                       else "Undelivered Mail Returned to Sender"),
         f"Date: {now}",
         f"Message-ID: {email.utils.make_msgid('dsn', domain=hostname)}",
         "Auto-Submitted: auto-replied",  # RFC 3834
@@ -83,8 +98,11 @@ def build_dsn(
         "",
         f"This is the mail gateway at {hostname}.",
         "",
-        "Your message could not be delivered to the following recipients.",
-        "The internal mail server's answer is shown for each of them.",
+        *(["Your message was handed to the internal mail server for these recipients.",
+           "That server does not take delivery notices, so this is the last you will get."]
+          if relayed else
+          ["Your message could not be delivered to the following recipients.",
+           "The internal mail server's answer is shown for each of them."]),
         "",
     ]
     for failure in failures:
@@ -101,13 +119,16 @@ def build_dsn(
         f"Reporting-MTA: dns; {hostname}",
         f"X-Scanmail-Queue-ID: {qid}",
     ]
+    if envid:
+        report.append(f"Original-Envelope-Id: {plain(decode_xtext(envid))}")
     if arrival is not None:
         report.append(f"Arrival-Date: {email.utils.formatdate(arrival, localtime=True)}")
     for failure in failures:
         report += [
             "",
+            *_original_recipient((orcpts or {}).get(failure.recipient, "")),
             f"Final-Recipient: {_address_type(failure.recipient)}; {failure.recipient}",
-            "Action: failed",
+            f"Action: {action}",
             f"Status: {failure.status}",
         ]
         if failure.remote:

@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from scanmail import dsnparams
 from scanmail.config import Config
 from scanmail.durable import fsync_dir
 from scanmail.errors import MalformedSpoolFile, SpoolError, TempFailure
@@ -24,6 +25,7 @@ from scanmail.events import Event, EventLog
 from scanmail.fwd import bounce
 from scanmail.fwd.retry import STATE_FOLDER, RetryFolder, RetryState
 from scanmail.fwd.transport import Attempt, RelayDown, Reply, Transport, open_transport
+from scanmail.hops import count_hops, loop_reply
 from scanmail.spool import (
     Envelope,
     Spool,
@@ -79,6 +81,8 @@ class Forwarder:
         now = self.clock()
         files = list_complete(self.spool.outgoing)
         self.retries.prune({path.name for path in files})
+        live = {path.name for path in files} | {p.name for p in list_complete(self.spool.incoming)}
+        dsnparams.prune(self.spool.var, live, self.max_age + 86400)
         todo: queue.Queue[Path] = queue.Queue()
         for path in files:
             if flush or self.retries.load(path).next_try <= now:
@@ -138,7 +142,15 @@ class Forwarder:
             return
         state = self.retries.load(path)
         pending = [r for r in message.envelope.recipients if r not in state.failed]
-        attempt = transport.deliver(message, pending) if pending else Attempt()
+        with message.open_message() as handle:
+            hops = count_hops(handle)
+        if hops > self.config.max_hops:
+            # A loop (issue 12): never sent round again; failed with a report, kept in failed/.
+            log.warning("qid=%s event=delivery verdict=failed reason=loop hops=%d",
+                        message.qid, hops)
+            attempt = Attempt().refuse(pending, Reply(554, loop_reply(hops, self.config.max_hops)))
+        else:
+            attempt = transport.deliver(message, pending) if pending else Attempt()
         self.settle(message, state, attempt, transport.name, events, report)
 
     def _expire_unreachable(
@@ -183,6 +195,12 @@ class Forwarder:
             deferred = {}
         delivered = attempt.delivered
         path = message.path
+        if delivered and attempt.accepted is not None and not attempt.dsn_passed:
+            notice = bounce.send_relayed(self.config, self.spool, message, delivered,
+                                         attempt.accepted, remote, state.arrival)
+            if notice is not None:
+                with report.lock:
+                    report.queued += 1
         if delivered and (deferred or failed or state.failed):
             # Progress first, atomically: a crash from here on never delivers these twice.
             remaining = tuple(r for r in envelope.recipients if r not in delivered)
@@ -199,10 +217,12 @@ class Forwarder:
         elif state.failed:
             self._park(path, message, state, delivered, report)
             self.retries.drop(message.qid)
+            dsnparams.drop(self.spool.var, message.qid)
             verdict = Delivery.FAILED
         else:
             self._remove(path)
             self.retries.drop(message.qid)
+            dsnparams.drop(self.spool.var, message.qid)
             verdict = Delivery.DELIVERED
         report.count(verdict)
         details = [f"{rcpt}: {reply}" for rcpt, reply in {**failed, **deferred}.items()]
@@ -213,6 +233,11 @@ class Forwarder:
             reason="sent" if worst is None else str(worst.code),
             detail=f"sent={len(delivered)} " + "; ".join(details),
         ))
+        if attempt.accepted is not None:
+            # One line to follow the message into the relay's log: its own queue id is there.
+            log.info("qid=%s event=relayed relay=%s rcpts=%s reply=%r", message.qid, remote,
+                     ",".join(f"<{one_line(r)}>" for r in delivered),
+                     one_line(str(attempt.accepted)))
 
     def _bounce(
         self,

@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import smtplib
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from scanmail import dsnparams
 from scanmail.config import Config
+from scanmail.fwd.bounded import BoundedSMTP
+from scanmail.fwd.origin import read_origin
 from scanmail.spool import SpoolFile, iter_message
 
 SEND_CHUNK = 64 << 10
 # sendmail exit codes that are about the message, not the MTA (sysexits.h): a bounce.
 # Everything else, EX_TEMPFAIL above all, is retried: a broken local MTA must not bounce mail.
 SENDMAIL_PERMANENT = frozenset({65, 67, 68, 77})  # EX_DATAERR, EX_NOUSER, EX_NOHOST, EX_NOPERM
+_BARE_CR = re.compile(rb"\r(?!\n)")
 
 
 @dataclass(frozen=True)
@@ -46,6 +52,8 @@ class Attempt:
     delivered: list[str] = field(default_factory=list)
     deferred: dict[str, Reply] = field(default_factory=dict)
     failed: dict[str, Reply] = field(default_factory=dict)
+    accepted: Reply | None = None  # the relay's answer to the data, e.g. "250 ... queued as 4Xyz"
+    dsn_passed: bool = False  # the relay offered DSN and got NOTIFY/ORCPT/RET/ENVID
 
     def refuse(self, recipients: Sequence[str], reply: Reply) -> Attempt:
         """Record the same non-success reply for several recipients."""
@@ -88,10 +96,18 @@ def data_chunks(message: SpoolFile) -> Iterator[bytes]:
     with message.open_message() as handle:
         for raw in handle:
             line = raw if raw.endswith(b"\r\n") else raw.rstrip(b"\n") + b"\r\n"
-            if line.startswith(b"."):
-                line = b"." + line
-            out.append(line)
-            size += len(line)
+            if b"\r" in line[:-2]:
+                # A bare CR ends a line for some servers: "\r.\r" would end DATA there and
+                # smuggle what follows as a second message (issue 14, item 3). Each bare CR
+                # becomes a line end, and every line it makes is dot-stuffed on its own.
+                pieces = _BARE_CR.sub(b"\r\n", line[:-2]).split(b"\r\n")
+            else:
+                pieces = [line[:-2]]
+            for piece in pieces:
+                if piece.startswith(b"."):
+                    piece = b"." + piece
+                out.append(piece + b"\r\n")
+                size += len(piece) + 2
             if size >= SEND_CHUNK:
                 yield b"".join(out)
                 out, size = [], 0
@@ -101,6 +117,19 @@ def data_chunks(message: SpoolFile) -> Iterator[bytes]:
 
 def _address(address: str) -> bytes:
     return address.encode("utf-8", "surrogateescape")
+
+
+def _rcpt_params(dsn: dsnparams.DsnParams | None, rcpt: str) -> bytes:
+    """NOTIFY and ORCPT as the sender gave them, for a relay that offers DSN."""
+    if dsn is None:
+        return b""
+    given = dsn.rcpt(rcpt)
+    out = b""
+    if given.notify:
+        out += b" NOTIFY=" + ",".join(given.notify).encode("ascii")
+    if given.orcpt:
+        out += b" ORCPT=" + given.orcpt.encode("ascii")
+    return out
 
 
 def _read_reply(smtp: smtplib.SMTP) -> Reply:
@@ -120,11 +149,14 @@ class SmtpTransport:
         self.port = config.relay_port
         self.helo = config.hostname
         self.timeout = config.smtp_timeout
+        self.deadline = config.fwd_deadline
+        self.var = config.var_dir
         self.name = self.host
-        self.smtp: smtplib.SMTP | None = None
+        self.smtp: BoundedSMTP | None = None
 
-    def _connect(self) -> smtplib.SMTP:
-        smtp = smtplib.SMTP(local_hostname=self.helo, timeout=self.timeout)
+    def _connect(self, deadline: float) -> BoundedSMTP:
+        smtp = BoundedSMTP(local_hostname=self.helo, timeout=self.timeout)
+        smtp.deadline = deadline
         try:
             code, text = smtp.connect(self.host, self.port)
             if code != 220:
@@ -157,16 +189,21 @@ class SmtpTransport:
 
     def deliver(self, message: SpoolFile, recipients: Sequence[str]) -> Attempt:
         """One transaction; a stale reused connection is replaced once, transparently."""
+        deadline = time.monotonic() + self.deadline  # FWD_DEADLINE: the whole transaction
         for _ in range(2):
             reused = self.smtp is not None
             if self.smtp is None:
-                self.smtp = self._connect()
+                self.smtp = self._connect(deadline)
+            self.smtp.deadline = deadline
             try:
                 return self._transaction(self.smtp, message, recipients)
             except (OSError, smtplib.SMTPException) as exc:
                 self._drop()
                 if not (reused and isinstance(exc, _StaleConnection)):
                     return Attempt().refuse(recipients, Reply(451, f"4.4.2 connection lost: {exc}"))
+            finally:
+                if self.smtp is not None:
+                    self.smtp.deadline = None
         raise AssertionError("unreachable")
 
     def _command(self, smtp: smtplib.SMTP, line: bytes) -> Reply:
@@ -187,7 +224,13 @@ class SmtpTransport:
             params += b" SMTPUTF8"
         elif utf8:
             return attempt.refuse(rcpts, Reply(553, "5.6.7 The relay does not support SMTPUTF8"))
+        dsn = dsnparams.load(self.var, message.qid) if smtp.has_extn("dsn") else None
+        if dsn is not None and dsn.ret:
+            params += b" RET=" + dsn.ret.encode("ascii")
+        if dsn is not None and dsn.envid:
+            params += b" ENVID=" + dsn.envid.encode("ascii")
         try:
+            self._xforward(smtp, message)
             reply = self._command(smtp, b"MAIL FROM:<" + _address(sender) + b">" + params)
         except (smtplib.SMTPServerDisconnected, ConnectionError) as exc:
             raise _StaleConnection(str(exc)) from exc
@@ -195,7 +238,8 @@ class SmtpTransport:
             return self._abort(smtp, attempt.refuse(rcpts, reply), reply)
         accepted: list[str] = []
         for rcpt in rcpts:
-            reply = self._command(smtp, b"RCPT TO:<" + _address(rcpt) + b">")
+            line = b"RCPT TO:<" + _address(rcpt) + b">" + _rcpt_params(dsn, rcpt)
+            reply = self._command(smtp, line)
             if reply.is_ok:
                 accepted.append(rcpt)
             else:
@@ -210,11 +254,26 @@ class SmtpTransport:
         reply = _read_reply(smtp)
         if reply.is_ok:
             attempt.delivered = accepted
+            attempt.accepted = reply
+            attempt.dsn_passed = dsn is not None
         else:
             attempt.refuse(accepted, reply)
         if reply.code == 421:
             self._drop()
         return attempt
+
+    def _xforward(self, smtp: smtplib.SMTP, message: SpoolFile) -> None:
+        """Tell a relay that offers XFORWARD who the original client was (Postfix logs it)."""
+        offered = smtp.esmtp_features.get("xforward")
+        if offered is None:
+            return
+        origin = read_origin(message)
+        if origin is None:
+            return
+        attributes = origin.attributes(offered)
+        if attributes:
+            # A refusal changes nothing: the relay then logs us as the client.
+            self._command(smtp, ("XFORWARD " + " ".join(attributes)).encode("ascii"))
 
     def _abort(self, smtp: smtplib.SMTP, attempt: Attempt, reply: Reply) -> Attempt:
         """End a failed transaction with RSET, or drop the connection if that fails."""

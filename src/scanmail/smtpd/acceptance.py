@@ -23,6 +23,7 @@ class Policy:
     relay_networks: tuple[Network, ...]
     max_recipients: int
     max_message_size: int
+    max_hops: int = 30
 
     @classmethod
     def from_config(cls, config: Config) -> Policy:
@@ -32,6 +33,7 @@ class Policy:
             relay_networks=config.relay_networks,
             max_recipients=config.max_recipients,
             max_message_size=config.max_message_size,
+            max_hops=config.max_hops,
         )
 
     def is_trusted(self, peer: object) -> bool:

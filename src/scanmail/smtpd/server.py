@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from scanmail.config import Config
 from scanmail.errors import ConfigError, TempFailure
 from scanmail.smtpd.acceptance import Policy
+from scanmail.smtpd.recipients import Verifier
 from scanmail.smtpd.session import Connections, GatewaySMTP, Handler
 from scanmail.spool import Spool
 
@@ -66,8 +67,9 @@ class Receiver:
         self.config = config
         self.listen = listen or config.listen
         self.spool = Spool(config.spool_dir)
-        self.handler = Handler(Policy.from_config(config), self.spool)
-        self.connections = Connections(config.max_connections)
+        self.handler = Handler(Policy.from_config(config), self.spool,
+                               Verifier.from_config(config))
+        self.connections = Connections(config.max_connections, config.max_connections_per_client)
         self.tls = tls_context(config)
         self.executor = ThreadPoolExecutor(WRITE_THREADS, thread_name_prefix="spool")
         self.server: asyncio.Server | None = None
@@ -118,6 +120,7 @@ class Receiver:
         if self.server is not None:
             await self.server.wait_closed()
         await loop.run_in_executor(None, self.executor.shutdown)
+        await loop.run_in_executor(None, self.handler.verifier.close)
 
 
 async def serve(
