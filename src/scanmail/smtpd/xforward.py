@@ -37,14 +37,6 @@ def xtext_decode(value: str) -> str:
     return _XTEXT.sub(lambda m: chr(int(m.group(1), 16)), value)
 
 
-def xtext_encode(value: str) -> str:
-    """RFC 3461 xtext: '+', '=' and anything outside '!'..'~' as +HH."""
-    return "".join(
-        c if "!" <= c <= "~" and c not in "+=" else "".join(f"+{b:02X}" for b in c.encode())
-        for c in value
-    )
-
-
 def apply(forwarded: Forwarded, arg: str) -> str | None:
     """Add one XFORWARD command's attributes; an error reply if it is malformed, else None."""
     pairs = arg.split()
