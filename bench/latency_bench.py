@@ -164,7 +164,9 @@ def main() -> int:
         print(f"gateway delay, 250 at scanmail-smtpd -> receipt at the relay "
               f"({args.seconds:g} s per rate, default settings)")
         for rate in args.rates:
+            busy = {name: cpu_seconds(p.pid) for name, p in processes.items()}
             delays = list(run_rate(port, sink, rate, args.seconds).values())
+            busy = {name: cpu_seconds(p.pid) - busy[name] for name, p in processes.items()}
             sent = int(rate * args.seconds)
             p99 = percentile(delays, 0.99)
             target = TARGETS.get(rate)
@@ -174,7 +176,10 @@ def main() -> int:
                   f"p90 {percentile(delays, 0.9):.3f} s  p99 {p99:.3f} s  "
                   f"max {max(delays, default=0):.3f} s  arrived {len(delays)}/{sent}"
                   + (f"  target p99 <= {target:g} s: {verdict}" if target else ""))
-        print(f"  duplicates at the relay: {sink.duplicates}")
+            print("           CPU ms per message: " + ", ".join(
+                f"{name} {1000 * used / max(1, len(delays)):.1f}" for name, used in busy.items()))
+        print(f"  duplicates at the relay: {sink.duplicates}; load average (1 min) now: "
+          f"{os.getloadavg()[0]:.1f}")
         failed |= sink.duplicates > 0
         if args.idle > 0:
             time.sleep(2)  # the last connections close
