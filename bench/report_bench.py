@@ -83,7 +83,7 @@ def _row(moment: float, kind: str, qid: str = "", **values: object) -> Row:
     defaults: dict[str, object] = {
         "time": moment, "kind": kind, "qid": qid, "message_id": "", "sender": "",
         "recipients": "", "size": 0, "verdict": "", "reason": "", "viruses": "",
-        "attachments": "", "scan_ms": 0, "detail": "",
+        "attachments": "", "scan_ms": 0, "detail": "", "received": 0.0,
     }
     defaults.update(values)
     return tuple(defaults[column] for column in COLUMNS)

@@ -37,7 +37,8 @@ CREATE TABLE IF NOT EXISTS events (
     viruses TEXT NOT NULL DEFAULT '',
     attachments TEXT NOT NULL DEFAULT '',
     scan_ms INTEGER NOT NULL DEFAULT 0,
-    detail TEXT NOT NULL DEFAULT ''
+    detail TEXT NOT NULL DEFAULT '',
+    received REAL NOT NULL DEFAULT 0
 );
 CREATE UNIQUE INDEX IF NOT EXISTS events_scan_qid ON events(qid) WHERE kind = 'scan';
 CREATE INDEX IF NOT EXISTS events_time ON events(time);
@@ -59,7 +60,13 @@ def _retry_locked(statement: Callable[[], object], attempts: int = 50) -> None:
 
 COLUMNS = (
     "time", "kind", "qid", "message_id", "sender", "recipients", "size",
-    "verdict", "reason", "viruses", "attachments", "scan_ms", "detail",
+    "verdict", "reason", "viruses", "attachments", "scan_ms", "detail", "received",
+)
+# Columns added since the first schema: (name, definition), added to older databases.
+ADDED_COLUMNS = (
+    # scan: when the receiver completed the message (its incoming file's mtime), so the
+    # gateway's delay is a delivery's time minus its scan's received (issue 11).
+    ("received", "REAL NOT NULL DEFAULT 0"),
 )
 
 
@@ -81,6 +88,7 @@ class Event:
     scan_ms: int = 0
     detail: str = ""
     time: float = field(default_factory=time.time)
+    received: float = 0.0  # scan: the incoming file's mtime (the receiver's 250); 0 unknown
 
     def log_line(self) -> str:
         """The one syslog line: qid first, stable keys, sanitized values."""
@@ -111,6 +119,7 @@ class Event:
                 self.time, self.kind, self.qid, self.message_id, self.sender,
                 "\n".join(self.recipients), self.size, self.verdict, self.reason,
                 "\n".join(self.viruses), "\n".join(self.attachments), self.scan_ms, self.detail,
+                self.received,
             )
         )
 
@@ -130,7 +139,20 @@ class Event:
             viruses=split("viruses"), attachments=split("attachments"),
             scan_ms=int(values["scan_ms"]),  # type: ignore[call-overload]
             detail=str(values["detail"]), time=float(values["time"]),  # type: ignore[arg-type]
+            received=float(values["received"]),  # type: ignore[arg-type]
         )
+
+
+def _add_columns(db: sqlite3.Connection) -> None:
+    """Bring a database made by an older scanmail up to today's columns."""
+    present = {str(row[1]) for row in db.execute("PRAGMA table_info(events)")}
+    for name, definition in ADDED_COLUMNS:
+        if name not in present:
+            try:
+                db.execute(f"ALTER TABLE events ADD COLUMN {name} {definition}")
+            except sqlite3.OperationalError as exc:
+                if "duplicate column" not in str(exc):  # another program was first
+                    raise
 
 
 class EventLog:
@@ -149,6 +171,7 @@ class EventLog:
             _retry_locked(lambda: self.db.execute("PRAGMA journal_mode=WAL"))
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.executescript(SCHEMA)
+            _add_columns(self.db)
         except sqlite3.Error as exc:
             raise SpoolError(f"{self.path}: cannot open event database: {exc}") from exc
 

@@ -125,6 +125,11 @@ def is_complete(mode: int) -> bool:
     return stat.S_ISREG(mode) and mode & 0o110 == 0o110
 
 
+def is_spool_name(name: str) -> bool:
+    """A name a spool file may have (dot names are other tools' partial files)."""
+    return not name.startswith(".") and _QID.fullmatch(name) is not None
+
+
 def list_complete(folder: Path) -> list[Path]:
     """Complete spool files in folder, oldest first (then by name, for a stable order)."""
     found: list[tuple[float, str, Path]] = []
@@ -134,7 +139,7 @@ def list_complete(folder: Path) -> list[Path]:
         return []
     with entries:
         for entry in entries:
-            if entry.name.startswith(".") or not _QID.fullmatch(entry.name):
+            if not is_spool_name(entry.name):
                 continue
             try:
                 st = entry.stat(follow_symlinks=False)

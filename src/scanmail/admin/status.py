@@ -7,8 +7,9 @@ import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 
-from scanmail import quarantine
+from scanmail import delay, quarantine
 from scanmail.admin.selfrelay import relay_to_self
 from scanmail.config import Config
 from scanmail.errors import ExitCode, ScannerUnavailable
@@ -65,6 +66,7 @@ class Status:
     max_wait: float  # seconds mail may wait in incoming or outgoing, or between passes
     sig_max_age: float  # seconds: SIG_MAX_AGE_DAYS
     config_problems: tuple[str, ...] = ()  # e.g. the relay is the receiver itself
+    mail_delay: delay.Delay | None = None  # today's gateway delay, 250 to delivery (issue 11)
 
     @property
     def problems(self) -> list[str]:
@@ -107,6 +109,8 @@ class Status:
         out = [self.folder_line(folder) for folder in self.folders]
         out.append(f"{'scanner':<12} {self.scanner_text()}")
         out.append(f"{'last pass':<12} {self.pass_text()}")
+        if self.mail_delay is not None:
+            out.append(f"{'mail delay':<12} today {self.mail_delay.describe()}")
         problems = self.problems
         out += [f"! {problem}" for problem in problems]
         out.append(f"status: {len(problems)} need attention" if problems else "status: ok")
@@ -154,9 +158,12 @@ def gather(config: Config, max_wait: float, now: float | None = None) -> Status:
     with _events(config) as events:
         last_pass = pass_state(config, events)
         deferred = tuple(deferrals(spool, events))
+        midnight = datetime.fromtimestamp(now).replace(hour=0, minute=0, second=0,
+                                                       microsecond=0).timestamp()
+        today = delay.measure(events.db, midnight, now + 1) if events is not None else None
     loop = relay_to_self(config)
     return Status(now, folders, scanner, last_pass, deferred, max_wait,
-                  config.sig_max_age_days * DAY, (loop,) if loop else ())
+                  config.sig_max_age_days * DAY, (loop,) if loop else (), today)
 
 
 def folder_state(spool: Spool, name: str) -> FolderState:

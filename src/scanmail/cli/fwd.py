@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
-import threading
 from pathlib import Path
 from types import FrameType
 
 import click
 
 from scanmail.cli import config_option, exit_codes, start, verbose_option
+from scanmail.errors import TempFailure
 from scanmail.fwd import forwarder
+from scanmail.fwd import watch as service
+from scanmail.watcher import Stop
 
 
 @click.command()
@@ -19,8 +22,12 @@ from scanmail.fwd import forwarder
 @click.option("--once", is_flag=True, help="One pass, then exit (for cron); 75 if mail waits.")
 @click.option("--flush", is_flag=True, help="Try every message now, ignoring retry delays.")
 def main(config_path: Path | None, verbose: bool, once: bool, flush: bool) -> None:
-    """Deliver the outgoing spool, once or every FWD_INTERVAL seconds until SIGTERM."""
-    stop = threading.Event()
+    """Deliver the outgoing spool: once, or as a service until SIGTERM.
+
+    The service delivers each file as soon as it lands in outgoing, sweeps the folder
+    every FWD_INTERVAL seconds, and keeps the retry delays of deferred mail.
+    """
+    stop = Stop()
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
         stop.set()
@@ -28,7 +35,14 @@ def main(config_path: Path | None, verbose: bool, once: bool, flush: bool) -> No
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, request_stop)
     with exit_codes():
-        forwarder.run(start("scanmail-fwd", config_path, verbose), once, flush, stop)
+        config = start("scanmail-fwd", config_path, verbose)
+        if once:
+            forwarder.run(config, once, flush, stop)
+            return
+        if flush:  # retry everything now, then serve (mail left for later is the service's)
+            with contextlib.suppress(TempFailure):
+                forwarder.run(config, True, True, stop)
+        service.serve(config, stop)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import signal
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,9 @@ from scanmail.config import DEFAULT_SPOOL, Config, load_config
 from scanmail.errors import ExitCode
 from scanmail.logs import setup_logging
 from scanmail.scan import Inspector, runner
+from scanmail.scan import watch as service
 from scanmail.spool import Spool, list_complete
+from scanmail.watcher import Stop
 
 PROGRESS_MIN = 20  # a backlog at least this long gets a progress bar on a terminal
 
@@ -64,9 +65,11 @@ def _one_pass(config: Config, bars: _Bars) -> int:
 @config_option
 @verbose_option
 @click.option("--once", is_flag=True, help="Scan the incoming spool once and exit (the default).")
-@click.option("--watch", is_flag=True, help="Scan again and again, for a systemd service.")
-@click.option("--interval", type=click.FloatRange(0.1, 3600), default=10.0, show_default=True,
-              help="Seconds between passes with --watch.")
+@click.option("--watch", is_flag=True,
+              help="A service: scan each message as it arrives, until SIGTERM.")
+@click.option("--interval", type=click.FloatRange(0.1, 3600), default=60.0, show_default=True,
+              help="Seconds between safety sweeps of incoming with --watch (each message "
+                   "is taken as it arrives).")
 @click.option("--dry-run", is_flag=True,
               help="Decide every message in incoming and print why; move nothing.")
 @click.pass_context
@@ -98,7 +101,7 @@ def main(
         bars = _Bars()
         if not watch:
             sys.exit(_one_pass(config, bars))
-        _watch(config, bars, interval)
+        _watch(config, interval)
 
 
 def _dry_run(config: Config) -> int:
@@ -111,14 +114,12 @@ def _dry_run(config: Config) -> int:
     return ExitCode.OK
 
 
-def _watch(config: Config, bars: _Bars, interval: float) -> None:
-    stop = threading.Event()
+def _watch(config: Config, interval: float) -> None:
+    """Decide each message as it arrives (inotify), with a sweep every interval seconds."""
+    stop = Stop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    log.info("watching %s every %.1f s", config.spool_dir / "incoming", interval)
-    while not stop.is_set():
-        _one_pass(config, bars)
-        stop.wait(interval)
+    service.serve(config, stop, interval)
 
 
 @main.command()

@@ -187,7 +187,11 @@ def _figures(report: Report) -> str:
         f'<td class="n">{esc(volume.percent)}</td></tr>'
     )
     rows.append(f'<tr><td>Average scan time</td><td class="n">{report.scan_ms} ms</td>'
-                "<td></td><td></td></tr></table>")
+                "<td></td><td></td></tr>")
+    if report.delay is not None:
+        rows.append(f'<tr><td>Gateway delay (250 to delivery)</td>'
+                    f'<td class="n" colspan="3">{esc(report.delay.describe())}</td></tr>')
+    rows.append("</table>")
     return "".join(rows)
 
 

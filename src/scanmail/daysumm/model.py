@@ -7,6 +7,8 @@ from datetime import date
 from enum import Enum
 from typing import NamedTuple
 
+from scanmail.delay import Delay
+
 HISTORY_DAYS = 36  # the 30 charted days, plus 6 before them for the first rolling average
 CHART_DAYS = 30
 COMPARE_DAYS = 7
@@ -115,6 +117,7 @@ class Report:
     failures: tuple[Tally, ...]
     hours: tuple[int, ...]
     scan_ms: int  # average scan time
+    delay: Delay | None  # the gateway's own delay, 250 to delivery (issue 11)
     outages: Outages
     signatures: Signatures | None
     backlog: tuple[Folder, ...]

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from datetime import date, datetime, timedelta
 from datetime import time as clock_time
 
+from scanmail import delay
 from scanmail.config import Config
 from scanmail.daysumm.backlog import measure_backlog, read_subject
 from scanmail.daysumm.model import (
@@ -95,6 +96,7 @@ def summarize(db: sqlite3.Connection, spool: Spool, day: date, now: float, host:
         failures=tally_failures(db, start, end),
         hours=count_hours(db, start, end),
         scan_ms=average_scan_ms(db, start, end),
+        delay=delay.measure(db, start, end),
         outages=measure_outages(db, start, min(end, now)),
         signatures=last_signatures(db, start, min(end, now)),
         backlog=measure_backlog(spool, now),

@@ -80,6 +80,8 @@ def _figures(report: Report) -> Iterator[str]:
     volume = report.compare("size")
     yield f"{'Volume':38}{size(volume.value):>10}{size(volume.average):>12}{volume.percent:>9}"
     yield f"{'Average scan time':38}{report.scan_ms:>7} ms"
+    if report.delay is not None:
+        yield f"{'Gateway delay (250 to delivery)':38}{report.delay.describe()}"
     if jumps:
         yield ""
         yield f"{JUMP} marks a figure far from its average over the previous 7 days."

@@ -157,6 +157,7 @@ class Gateway:
             reason=decision.reason.value, viruses=decision.viruses,
             attachments=tuple(explosion.names[:100]),
             scan_ms=int((time.monotonic() - started) * 1000), detail=decision.detail,
+            received=received_at(spool_file.path),
         )
 
     # -- outcomes ---------------------------------------------------------------------
@@ -211,6 +212,14 @@ class Gateway:
             self.events.record(event)
         if decision.reason is Reason.SCANNER_DOWN:
             self.outage.down(decision.detail)
+
+
+def received_at(path: Path) -> float:
+    """When the receiver completed the file: its mtime (the gateway's delay starts there)."""
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 Progress = Callable[[int], None]
