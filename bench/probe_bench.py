@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from postfix_instance import PostfixConfig, PostfixInstance, free_ports
+from helpers.postfix_instance import PostfixConfig, PostfixInstance, free_ports
 from scanmail.admin.init import create_spool
 from scanmail.config import Config
 from scanmail.smtpd import server
