@@ -115,14 +115,31 @@ class Walker:
         return os.fdopen(fd, "wb")
 
     def open_members(self, part: Part, head: bytes) -> None:
-        """The members of a container part, each a part of its own (walked in turn)."""
+        """The members of a container part, each a part of its own (walked in turn).
+
+        Every member with bytes is written and scanned (ClamAV cannot unpack all of these
+        formats); each is named by its path from the attachment down
+        (invoice.iso/files/setup.exe) and by its own name, so patterns anchored at either
+        end still match.
+        """
         assert part.path is not None
-        reader = archives.members(part.path, part.size, head)
+        parent = part.names[0] if part.names else f"part{part.index}"
+        reader = archives.members(
+            part.path, part.size, head, name=parent,
+            scratch=self.workdir / f"{part.index:04d}~x",  # safe_name never makes a '~'
+            budget=max(0, self.limits.max_bytes - self.decoded),
+        )
         try:
             with contextlib.closing(reader):
                 for member in reader:
+                    member_names = _member_names(parent, member.names)
+                    if member.encrypted:
+                        self.result.encrypted.append(member_names[0] if member_names
+                                                     else parent)
+                        if not member_names:
+                            continue  # headers encrypted: the container's name is all
                     child = self.new_part(part.depth + 1, "application/octet-stream",
-                                          member.origin, member.names)
+                                          member.origin, member_names)
                     if member.data is not None:
                         self.fill(child, member.data)
                     elif member.chunks is not None:
@@ -340,6 +357,14 @@ class Walker:
             if current is not None and current_part is not None:
                 current_part.size = current.close()
                 self.after_leaf(current_part)
+
+
+def _member_names(parent: str, found: list[str]) -> list[str]:
+    """A member's names: its path under the container's, as stored, and bare."""
+    found = [name for name in found if name.strip("./")]  # "." is the image's root
+    full = [f"{parent}/{name.lstrip('/')}" for name in found]
+    bare = [name.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1] for name in found]
+    return list(dict.fromkeys(n for n in (*full, *found, *bare) if n))
 
 
 def _readings(raw: bytes, encodings: tuple[str, ...]) -> Iterator[bytes]:
