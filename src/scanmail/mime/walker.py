@@ -46,6 +46,12 @@ _ENCLOSED = re.compile(
 )
 _UU_BEGIN = re.compile(rb"begin(-base64)?[ \t]++[0-7]{3,4}[ \t]++(\S[^\r\n]*+)")
 _LONE_CR = re.compile(rb"\r(?!\n)")
+# ClamAV unpacks these itself, in the raw message and in the decoded container, so a
+# member of one is written (and scanned again, and walked) only if it is a container in
+# turn; it is still decoded, to charge the limits. Members of the others (lzh, zst, UDF,
+# disk images) are always written: this copy is the only one that is ever scanned.
+CLAMAV_UNPACKS = frozenset({"zip", "rar", "7z", "arj", "cab", "cpio", "iso", "tar", "tar.gz",
+                            "tar.bz2", "tar.xz", "gz", "bz2", "xz"})
 _CARVE = re.compile(rb"(?:^[ \t]*[A-Za-z0-9+/]{4,}={0,2}[ \t]*\r?\n)+", re.MULTILINE)
 
 
@@ -95,15 +101,30 @@ class Walker:
         part.head = data[:TEXT_SNIFF]
         self.after_leaf(part)
 
-    def copy(self, part: Part, chunks: Iterator[bytes], declared: int) -> None:
-        """Write an archive member into the work folder as it is read, then look inside."""
+    def copy(self, part: Part, chunks: Iterator[bytes], declared: int, keep: bool = True) -> None:
+        """Write an archive member into the work folder as it is read, then look inside.
+
+        Unless kept, a member is only decoded (its bytes charged), unless its first bytes
+        show a container, which is written and walked all the same.
+        """
         self.charge(declared)
-        copied = 0
-        with self.create(part) as out:
+        first = next(chunks, b"")
+        copied = len(first)
+        if copied > declared:  # a lying header: charge what comes
+            self.charge(copied - declared)
+        if not (keep or archives.is_container(first)):
             for chunk in chunks:
                 copied += len(chunk)
-                if copied > declared:  # a lying header: charge what comes
-                    self.charge(len(chunk))
+                if copied > declared:
+                    self.charge(min(len(chunk), copied - declared))
+            part.size = copied
+            return
+        with self.create(part) as out:
+            out.write(first)
+            for chunk in chunks:
+                copied += len(chunk)
+                if copied > declared:
+                    self.charge(min(len(chunk), copied - declared))
                 out.write(chunk)
         part.size = copied
         self.after_leaf(part)
@@ -117,8 +138,8 @@ class Walker:
     def open_members(self, part: Part, head: bytes) -> None:
         """The members of a container part, each a part of its own (walked in turn).
 
-        Every member with bytes is written and scanned (ClamAV cannot unpack all of these
-        formats); each is named by its path from the attachment down
+        Every member is decoded; those ClamAV cannot see otherwise are written and scanned
+        (see CLAMAV_UNPACKS); each is named by its path from the attachment down
         (invoice.iso/files/setup.exe) and by its own name, so patterns anchored at either
         end still match.
         """
@@ -143,7 +164,8 @@ class Walker:
                     if member.data is not None:
                         self.fill(child, member.data)
                     elif member.chunks is not None:
-                        self.copy(child, member.chunks(), member.size)
+                        self.copy(child, member.chunks(), member.size,
+                                  keep=member.origin not in CLAMAV_UNPACKS)
         except archives.ArchiveError as exc:
             self.result.defects.append(f"{exc.kind} {part.index}: {exc.problem}")
 

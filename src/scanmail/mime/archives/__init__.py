@@ -21,8 +21,9 @@ from pathlib import Path
 from scanmail.mime.archives import libarchive, sevenzip, sniff, tnef
 from scanmail.mime.archives import zip as zip_reader
 from scanmail.mime.archives.member import ArchiveError, Member
+from scanmail.mime.archives.sniff import is_container
 
-__all__ = ["ArchiveError", "Member", "members"]
+__all__ = ["ArchiveError", "Member", "is_container", "members"]
 
 _LIBARCHIVE = {"tar", "gz", "bz2", "xz", "zst", "cab", "lzh", "cpio", "iso"}
 _SEVENZIP = {"7z", "rar", "arj", "udf", "vhd", "vhdx", "disk"}

@@ -53,7 +53,7 @@ def _compressed(path: Path, kind: str, name: str) -> Iterator[Member]:
     """A compressed tar's members; else the one file the decompressor would write."""
     try:
         found = False
-        for member in _entries(path, "tar", tar_only=True):
+        for member in _entries(path, f"tar.{kind}", tar_only=True):
             found = True
             yield member
         if found:

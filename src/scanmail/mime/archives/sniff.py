@@ -40,6 +40,23 @@ def kind(path: Path, size: int, head: bytes) -> str | None:
     if size > len(head) and len(head) < HEAD:
         with open(path, "rb") as handle:
             head = handle.read(HEAD)
+    found = _by_magic(head)
+    if found is not None:
+        return found
+    if size >= 512 and _tail(path, 512).startswith(b"conectix"):  # a fixed VHD: footer only
+        return "vhd"
+    if _is_zip(path, size, head):
+        return "zip"
+    return None
+
+
+def is_container(head: bytes) -> bool:
+    """Do a file's first bytes (at least HEAD of them, or all) say it is a container?"""
+    return (head.startswith((TNEF_MAGIC, *ZIP_MAGIC)) or b"PK\x05\x06" in head[-(1 << 16):]
+            or _by_magic(head) is not None)
+
+
+def _by_magic(head: bytes) -> str | None:
     for name, offset, magic in _MAGIC:
         if head[offset:offset + len(magic)] == magic:
             return name
@@ -63,10 +80,6 @@ def kind(path: Path, size: int, head: bytes) -> str | None:
             return "disk"
         if _mbr_plausible(head):
             return "disk"
-    if size >= 512 and _tail(path, 512).startswith(b"conectix"):  # a fixed VHD: footer only
-        return "vhd"
-    if _is_zip(path, size, head):
-        return "zip"
     return None
 
 
