@@ -18,6 +18,7 @@ import random
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 import zipfile
@@ -74,6 +75,43 @@ def archive(rng: random.Random, size: int) -> bytes:
     return out.getvalue()
 
 
+def _tool_archive(rng: random.Random, size: int, kind: str) -> bytes:
+    """A 7z or ISO image of the same members, written by the real tool (7z, genisoimage)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        stage = Path(tmp) / "stage"
+        stage.mkdir()
+        (stage / "notes.txt").write_text(text(rng, size // 4))
+        (stage / "data.bin").write_bytes(rng.randbytes(size))
+        out = Path(tmp) / f"out.{kind}"
+        if kind == "7z":
+            args = ["7z", "a", "-t7z", "-bd", "-y", str(out), "notes.txt", "data.bin"]
+        else:
+            args = ["genisoimage", "-quiet", "-J", "-R", "-o", str(out), str(stage)]
+        subprocess.run(args, cwd=stage, check=True, capture_output=True, timeout=60)
+        return out.read_bytes()
+
+
+def tgz(rng: random.Random, size: int) -> bytes:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w:gz") as tar:
+        for name, data in (("notes.txt", text(rng, size // 4).encode()),
+                           ("data.bin", rng.randbytes(size))):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+ATTACHMENTS = {
+    "docx": docx, "pdf": pdf, "zip": archive, "tar.gz": tgz,
+    "7z": lambda rng, size: _tool_archive(rng, size, "7z"),
+    "iso": lambda rng, size: _tool_archive(rng, size, "iso"),
+}
+
+# matches.bad bans .iso names (the image would not be scanned): a disc sent as data
+EXTENSION = {"iso": "dat"}
+
+
 def make_message(rng: random.Random, i: int) -> tuple[bytes, str]:
     """One message and the folder it must end in."""
     msg = EmailMessage(policy=SMTP)
@@ -89,10 +127,10 @@ def make_message(rng: random.Random, i: int) -> tuple[bytes, str]:
     where = "outgoing"
     if 0.70 <= roll < 0.95:
         size = rng.choice([50_000, 200_000, 500_000, 1_000_000, 2_000_000])
-        kind = rng.choice(["docx", "pdf", "zip"])
-        data = {"docx": docx, "pdf": pdf, "zip": archive}[kind](rng, size)
+        kind = rng.choice(["docx", "pdf", "zip", "docx", "pdf", "zip", "tar.gz", "7z", "iso"])
+        data = ATTACHMENTS[kind](rng, size)
         msg.add_attachment(data, maintype="application", subtype="octet-stream",
-                           filename=f"{rng.choice(WORDS)}-{i}.{kind}")
+                           filename=f"{rng.choice(WORDS)}-{i}.{EXTENSION.get(kind, kind)}")
     elif 0.95 <= roll < 0.98:
         sample = rng.choice([eicar(), (TESTFILES / "clam.exe").read_bytes(),
                              (TESTFILES / "clam.zip").read_bytes()])

@@ -196,6 +196,8 @@ SETTINGS: tuple[Setting, ...] = (
             "seconds before a command scanner is killed and the scan counts as failed"),
     Setting("SCAN_POLICY", "all", _choice("all", "suspect"),
             "all: scan every message; suspect: only those matching matches.doc"),
+    Setting("ENCRYPTED_ARCHIVES", "quarantine", _choice("quarantine", "deliver"),
+            "mail with an archive member no password opens: quarantine or deliver"),
     Setting("DECODE_MAX_BYTES", "200M", _size,
             "decoded bytes per message beyond which it is quarantined as unchecked"),
     Setting("DECODE_MAX_PARTS", "1000", _int_range(1, 1_000_000),
@@ -268,6 +270,7 @@ class Config:
     scanner_virus_regex: re.Pattern[str]
     scanner_timeout: float
     scan_policy: str
+    encrypted_archives: str
     decode_max_bytes: int
     decode_max_parts: int
     decode_max_depth: int

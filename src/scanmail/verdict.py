@@ -20,6 +20,7 @@ class Reason(Enum):
     BANNED = "banned"
     INFECTED = "infected"
     UNCHECKED = "unchecked"
+    ENCRYPTED = "encrypted"  # an archive member that cannot be read, so not scanned (issue 10)
     MALFORMED = "malformed"
     SCANNER_DOWN = "scanner-down"
     SCAN_FAILED = "scan-failed"

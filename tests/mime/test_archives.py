@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from scanmail.mime.archives import MAX_TNEF, ArchiveError, Member, members
+from scanmail.mime.archives import ArchiveError, Member, members
+from scanmail.mime.archives.tnef import MAX_TNEF
 from scanmail.testing import TESTFILES, eicar
 
 needs_testfiles = pytest.mark.skipif(not TESTFILES.is_dir(), reason=f"{TESTFILES} missing")
@@ -39,7 +40,7 @@ def zip_bytes(files: dict[str, bytes]) -> bytes:
     return buffer.getvalue()
 
 
-def test_zip_members_are_named_and_only_nested_archives_readable(tmp_path: Path) -> None:
+def test_zip_members_are_named_and_every_file_is_readable(tmp_path: Path) -> None:
     inner = zip_bytes({"eicar.com": eicar()})
     path = tmp_path / "outer.zip"
     path.write_bytes(zip_bytes({"readme.txt": b"hello", "inner.zip": inner,
@@ -49,8 +50,8 @@ def test_zip_members_are_named_and_only_nested_archives_readable(tmp_path: Path)
         (["readme.txt"], "zip", 5), (["inner.zip"], "zip", len(inner)),
         (["no-name-hint"], "zip", len(inner)), (["docs/"], "zip", 0),
     ]
-    # readable: the members that are archives themselves, known by name or by magic
-    assert read == {"inner.zip": inner, "no-name-hint": inner}
+    # every file member is readable (issue 10: members are scanned too); folders are not
+    assert read == {"readme.txt": b"hello", "inner.zip": inner, "no-name-hint": inner}
 
 
 def test_a_member_is_read_while_listing_not_after(tmp_path: Path) -> None:

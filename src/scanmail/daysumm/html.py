@@ -22,7 +22,8 @@ CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 BLUE, ORANGE, VERMILLION, SKY, GREY, GREEN, PURPLE, YELLOW = (
     "#0072b2", "#e69f00", "#d55e00", "#56b4e9", "#8c8c8c", "#009e73", "#cc79a7", "#c8b100",
 )
-REASON_COLOURS = (("banned", ORANGE), ("infected", VERMILLION), ("unchecked", SKY),
+REASON_COLOURS = (("banned", ORANGE), ("infected", VERMILLION), ("encrypted", PURPLE),
+                  ("unchecked", SKY),
                   ("malformed", GREY))
 VIRUS_COLOURS = (VERMILLION, BLUE, GREEN, PURPLE, YELLOW)
 _GONE = '<span class="muted">\u2013</span>'  # no record left: released or deleted

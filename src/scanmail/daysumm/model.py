@@ -31,6 +31,7 @@ class DayCounts:
     quarantined: int = 0
     banned: int = 0
     infected: int = 0
+    encrypted: int = 0
     unchecked: int = 0
     malformed: int = 0
     retried: int = 0

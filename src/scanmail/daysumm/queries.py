@@ -39,7 +39,8 @@ from scanmail.verdict import Reason, SigOutcome, Verdict
 # Why mail is quarantined, in the order the report lists them.
 REASONS = tuple(
     reason.value
-    for reason in (Reason.BANNED, Reason.INFECTED, Reason.UNCHECKED, Reason.MALFORMED)
+    for reason in (Reason.BANNED, Reason.INFECTED, Reason.ENCRYPTED, Reason.UNCHECKED,
+                   Reason.MALFORMED)
 )
 DELIVER = Verdict.DELIVER.value
 QUARANTINE = Verdict.QUARANTINE.value

@@ -20,6 +20,7 @@ FIGURES = (
     ("quarantined", "quarantined", 2),
     ("banned", "banned attachment", 4),
     ("infected", "infected", 4),
+    ("encrypted", "encrypted archive", 4),
     ("unchecked", "unchecked (too big to decode)", 4),
     ("malformed", "malformed", 4),
     ("retried", "left for retry", 2),

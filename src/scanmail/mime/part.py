@@ -29,7 +29,7 @@ class Part:
     index: int
     depth: int
     content_type: str
-    origin: str  # mime | alternate | carved | uuencode | zip | tnef
+    origin: str  # mime | alternate | carved | uuencode | a container kind (zip, 7z, ...)
     names: list[str] = field(default_factory=list)
     path: Path | None = None  # the decoded bytes, for leaves
     size: int = 0
@@ -43,6 +43,7 @@ class Explosion:
     parts: list[Part] = field(default_factory=list)
     defects: list[str] = field(default_factory=list)
     header: bytes = b""  # the message's own header block
+    encrypted: list[str] = field(default_factory=list)  # members no one can read unlocked
 
     @property
     def names(self) -> list[str]:

@@ -46,6 +46,12 @@ _ENCLOSED = re.compile(
 )
 _UU_BEGIN = re.compile(rb"begin(-base64)?[ \t]++[0-7]{3,4}[ \t]++(\S[^\r\n]*+)")
 _LONE_CR = re.compile(rb"\r(?!\n)")
+# ClamAV unpacks these itself, in the raw message and in the decoded container, so a
+# member of one is written (and scanned again, and walked) only if it is a container in
+# turn; it is still decoded, to charge the limits. Members of the others (lzh, zst, UDF,
+# disk images) are always written: this copy is the only one that is ever scanned.
+CLAMAV_UNPACKS = frozenset({"zip", "rar", "7z", "arj", "cab", "cpio", "iso", "tar", "tar.gz",
+                            "tar.bz2", "tar.xz", "gz", "bz2", "xz"})
 _CARVE = re.compile(rb"(?:^[ \t]*[A-Za-z0-9+/]{4,}={0,2}[ \t]*\r?\n)+", re.MULTILINE)
 
 
@@ -95,15 +101,30 @@ class Walker:
         part.head = data[:TEXT_SNIFF]
         self.after_leaf(part)
 
-    def copy(self, part: Part, chunks: Iterator[bytes], declared: int) -> None:
-        """Write an archive member into the work folder as it is read, then look inside."""
+    def copy(self, part: Part, chunks: Iterator[bytes], declared: int, keep: bool = True) -> None:
+        """Write an archive member into the work folder as it is read, then look inside.
+
+        Unless kept, a member is only decoded (its bytes charged), unless its first bytes
+        show a container, which is written and walked all the same.
+        """
         self.charge(declared)
-        copied = 0
-        with self.create(part) as out:
+        first = next(chunks, b"")
+        copied = len(first)
+        if copied > declared:  # a lying header: charge what comes
+            self.charge(copied - declared)
+        if not (keep or archives.is_container(first)):
             for chunk in chunks:
                 copied += len(chunk)
-                if copied > declared:  # a lying header: charge what comes
-                    self.charge(len(chunk))
+                if copied > declared:
+                    self.charge(min(len(chunk), copied - declared))
+            part.size = copied
+            return
+        with self.create(part) as out:
+            out.write(first)
+            for chunk in chunks:
+                copied += len(chunk)
+                if copied > declared:
+                    self.charge(min(len(chunk), copied - declared))
                 out.write(chunk)
         part.size = copied
         self.after_leaf(part)
@@ -115,18 +136,36 @@ class Walker:
         return os.fdopen(fd, "wb")
 
     def open_members(self, part: Part, head: bytes) -> None:
-        """The members of a container part, each a part of its own (walked in turn)."""
+        """The members of a container part, each a part of its own (walked in turn).
+
+        Every member is decoded; those ClamAV cannot see otherwise are written and scanned
+        (see CLAMAV_UNPACKS); each is named by its path from the attachment down
+        (invoice.iso/files/setup.exe) and by its own name, so patterns anchored at either
+        end still match.
+        """
         assert part.path is not None
-        reader = archives.members(part.path, part.size, head)
+        parent = part.names[0] if part.names else f"part{part.index}"
+        reader = archives.members(
+            part.path, part.size, head, name=parent,
+            scratch=self.workdir / f"{part.index:04d}~x",  # safe_name never makes a '~'
+            budget=max(0, self.limits.max_bytes - self.decoded),
+        )
         try:
             with contextlib.closing(reader):
                 for member in reader:
+                    member_names = _member_names(parent, member.names)
+                    if member.encrypted:
+                        self.result.encrypted.append(member_names[0] if member_names
+                                                     else parent)
+                        if not member_names:
+                            continue  # headers encrypted: the container's name is all
                     child = self.new_part(part.depth + 1, "application/octet-stream",
-                                          member.origin, member.names)
+                                          member.origin, member_names)
                     if member.data is not None:
                         self.fill(child, member.data)
                     elif member.chunks is not None:
-                        self.copy(child, member.chunks(), member.size)
+                        self.copy(child, member.chunks(), member.size,
+                                  keep=member.origin not in CLAMAV_UNPACKS)
         except archives.ArchiveError as exc:
             self.result.defects.append(f"{exc.kind} {part.index}: {exc.problem}")
 
@@ -340,6 +379,14 @@ class Walker:
             if current is not None and current_part is not None:
                 current_part.size = current.close()
                 self.after_leaf(current_part)
+
+
+def _member_names(parent: str, found: list[str]) -> list[str]:
+    """A member's names: its path under the container's, as stored, and bare."""
+    found = [name for name in found if name.strip("./")]  # "." is the image's root
+    full = [f"{parent}/{name.lstrip('/')}" for name in found]
+    bare = [name.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1] for name in found]
+    return list(dict.fromkeys(n for n in (*full, *found, *bare) if n))
 
 
 def _readings(raw: bytes, encodings: tuple[str, ...]) -> Iterator[bytes]:

@@ -35,6 +35,7 @@ class Judge:
     scanner: Scanner
     limits: mime.Limits
     scan_policy: str = "all"
+    encrypted_archives: str = "quarantine"
 
     def decide(self, spool_file: SpoolFile, workdir: Path) -> tuple[mime.Explosion, Decision]:
         """Walk the message into workdir, check its names, scan it; move nothing.
@@ -59,6 +60,13 @@ class Judge:
         banned = self.rules.banned(names)
         if banned is not None:
             return explosion, Decision(Verdict.QUARANTINE, Reason.BANNED, detail=banned.describe())
+        if explosion.encrypted and self.encrypted_archives == "quarantine":
+            shown = ", ".join(repr(n) for n in explosion.encrypted[:3])
+            more = len(explosion.encrypted) - 3
+            return explosion, Decision(
+                Verdict.QUARANTINE, Reason.ENCRYPTED,
+                detail=f"encrypted: {shown}" + (f" and {more} more" if more > 0 else ""),
+            )
         suspect = self.rules.suspect(names)
         if self.scan_policy == "suspect" and suspect is None:
             return explosion, Decision(Verdict.DELIVER, Reason.CLEAN, detail="not suspect")

@@ -79,7 +79,7 @@ class Gateway:
         self.events = events
         self.judge = Judge(rules, scanner, mime.Limits(
             config.decode_max_bytes, config.decode_max_parts, config.decode_max_depth
-        ), config.scan_policy)
+        ), config.scan_policy, config.encrypted_archives)
         self.lock = threading.Lock()  # the event database and the outage mark
         self.outage = Outage(config, self.spool, events, self.lock)
 
