@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -11,10 +12,19 @@ from typing import Any
 import click
 
 from scanmail.admin.init import create_spool
-from scanmail.cli import admin, config_option, exit_codes, log, start, verbose_option
+from scanmail.cli import (
+    admin,
+    config_option,
+    exit_codes,
+    log,
+    shared_options,
+    start,
+    verbose_option,
+)
 from scanmail.config import DEFAULT_SPOOL, Config, load_config
 from scanmail.errors import ExitCode
 from scanmail.logs import setup_logging
+from scanmail.privileges import spool_owner
 from scanmail.scan import Inspector, runner
 from scanmail.spool import Spool, list_complete
 
@@ -122,6 +132,7 @@ def _watch(config: Config, bars: _Bars, interval: float) -> None:
 
 
 @main.command()
+@shared_options
 @click.option("--spool", "spool_dir", type=click.Path(file_okay=False, path_type=Path),
               default=None, help=f"The spool root (default: SPOOL_DIR or {DEFAULT_SPOOL}).")
 @click.option("--user", default=None, help="The service user to own the spool (e.g. uucp).")
@@ -132,6 +143,9 @@ def init(ctx: click.Context, spool_dir: Path | None, user: str | None) -> None:
         setup_logging("scanmail", ctx.obj["verbose"])
         if spool_dir is None:
             spool_dir = load_config(ctx.obj["config_path"]).spool_dir
+        if user is None and os.geteuid() == 0:  # root upgrading a spool: keep its owner
+            owner = spool_owner(spool_dir)
+            user = owner.pw_name if owner else None
         for path in create_spool(spool_dir, user):
             click.echo(f"installed {path}")
         click.echo(f"spool ready: {spool_dir}")

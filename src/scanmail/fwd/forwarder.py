@@ -67,6 +67,7 @@ class Forwarder:
         self.spool = Spool(config.spool_dir)
         self.retries = RetryFolder(self.spool.var / STATE_FOLDER, clock)
         self.max_age = config.fwd_max_age_days * 86400.0
+        self.unreadable: set[str] = set()  # alerted this run: one alert per file, not per pass
 
     # -- one pass ----------------------------------------------------------------------
 
@@ -132,6 +133,9 @@ class Forwarder:
         try:
             message = read_spool_file(path)
         except FileNotFoundError:
+            return
+        except PermissionError:
+            self._unreadable(path, report)
             return
         except MalformedSpoolFile as exc:
             self._fail_malformed(path, str(exc), events, report)
@@ -265,6 +269,18 @@ class Forwarder:
             kind=EventKind.DELIVERY, qid=path.name, verdict=Delivery.FAILED, reason="malformed",
             detail=reason,
         ))
+
+    def _unreadable(self, path: Path, report: PassReport) -> None:
+        """A file this user cannot read (left by root): skipped, the admin told once a run."""
+        report.count("deferred")
+        with report.lock:
+            if path.name in self.unreadable:
+                return
+            self.unreadable.add(path.name)
+        log.error("%s: permission denied; skipped (chown it to the spool's owner)", path)
+        bounce.alert_unreadable(self.config, self.spool, path)
+        with report.lock:
+            report.queued += 1
 
     def _remove(self, path: Path) -> None:
         """Every recipient accepted: the message now lives on the internal server."""
