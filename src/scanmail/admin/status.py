@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ from scanmail import quarantine
 from scanmail.config import Config
 from scanmail.errors import ExitCode, ScannerUnavailable
 from scanmail.events import DB_NAME, Event, EventLog
-from scanmail.humanize import duration
+from scanmail.humanize import duration, moment, plural
 from scanmail.scan import LOCK_NAME, OUTAGE_MARK, make_scanner
 from scanmail.sigupdate import update
 from scanmail.spool import MESSAGE_FOLDERS, Spool, list_complete
@@ -63,11 +64,22 @@ class Status:
     deferred: tuple[Event, ...]  # the forwarder's latest deferral per file in outgoing
     max_wait: float  # seconds mail may wait in incoming or outgoing, or between passes
     sig_max_age: float  # seconds: SIG_MAX_AGE_DAYS
+    relay: str = ""  # why the internal server does not answer ("" when it does)
+    clamd_limits: tuple[str, ...] = ()  # clamd limits below MAX_MESSAGE_SIZE
 
     @property
     def problems(self) -> list[str]:
         """What needs the admin: a silent scanner, stale signatures, mail waiting too long."""
-        return [*self.scanner_problems(), *self.waiting_problems()]
+        return [*self.scanner_problems(), *self.waiting_problems(), *self.delivery_problems(),
+                *self.clamd_limits]
+
+    def delivery_problems(self) -> Iterator[str]:
+        if self.relay:
+            yield f"internal server does not answer, mail waits in outgoing: {self.relay}"
+        failed = next((f for f in self.folders if f.name == "failed"), None)
+        if failed is not None and failed.count:
+            yield (f"failed: {plural(failed.count, 'message')} could not be delivered "
+                   "(reasons in failed/<id>.reason; move a file back to outgoing to retry)")
 
     def scanner_problems(self) -> Iterator[str]:
         scanner = self.scanner
@@ -107,7 +119,8 @@ class Status:
         out.append(f"{'last pass':<12} {self.pass_text()}")
         problems = self.problems
         out += [f"! {problem}" for problem in problems]
-        out.append(f"status: {len(problems)} need attention" if problems else "status: ok")
+        verb = "needs" if len(problems) == 1 else "need"
+        out.append(f"status: {len(problems)} {verb} attention" if problems else "status: ok")
         return out
 
     def folder_line(self, folder: FolderState) -> str:
@@ -138,8 +151,35 @@ class Status:
             text += (f"; last decision {duration(self.now - event.time)} ago: "
                      f"{event.qid} {event.verdict} {event.reason}")
         if state.outage:
-            text += f"; scanner outage: {state.outage}"
+            text += f"; {outage_text(state.outage, self.now)}"
         return text
+
+
+def outage_text(mark: str, now: float) -> str:
+    """The outage mark ("<epoch> <why>") as `scanner outage since 2026-12-01 22:49 (3 min)`."""
+    first, _, why = mark.partition(" ")
+    try:
+        began = float(first)
+    except ValueError:
+        return f"scanner outage: {mark}"
+    text = f"scanner outage since {moment(began)} ({duration(max(0.0, now - began))})"
+    return f"{text}: {why.strip()}" if why.strip() else text
+
+
+RELAY_PROBE_TIMEOUT = 5.0
+
+
+def relay_state(config: Config) -> str:
+    """'' when the internal server accepts a connection; else why not (one line)."""
+    if config.fwd_sendmail:
+        return ""  # a local MTA takes the mail: nothing to probe
+    where = f"{config.relay_host}:{config.relay_port}"
+    try:
+        with socket.create_connection((config.relay_host, config.relay_port),
+                                      timeout=RELAY_PROBE_TIMEOUT):
+            return ""
+    except OSError as exc:
+        return f"{where}: {exc.strerror or exc}"
 
 
 def gather(config: Config, max_wait: float, now: float | None = None) -> Status:
@@ -153,7 +193,7 @@ def gather(config: Config, max_wait: float, now: float | None = None) -> Status:
         last_pass = pass_state(config, events)
         deferred = tuple(deferrals(spool, events))
     return Status(now, folders, scanner, last_pass, deferred, max_wait,
-                  config.sig_max_age_days * DAY)
+                  config.sig_max_age_days * DAY, relay_state(config))
 
 
 def folder_state(spool: Spool, name: str) -> FolderState:

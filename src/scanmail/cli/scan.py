@@ -23,6 +23,7 @@ from scanmail.cli import (
 )
 from scanmail.config import DEFAULT_SPOOL, Config, load_config
 from scanmail.errors import ExitCode
+from scanmail.humanize import plural
 from scanmail.logs import setup_logging
 from scanmail.privileges import spool_owner
 from scanmail.scan import Inspector, runner
@@ -62,10 +63,11 @@ def _one_pass(config: Config, bars: _Bars) -> int:
     if sys.stderr.isatty() and summary.seen:
         click.echo(f"scanmail: {summary.describe()}", err=True)
     if summary.errors:
-        log.error("%d messages met a bug and stay in incoming (see the log)", summary.errors)
+        log.error("%s met a bug and stay%s in incoming (see the log)",
+                  plural(summary.errors, "message"), "s" if summary.errors == 1 else "")
         return ExitCode.SOFTWARE
     if summary.left:
-        log.error("%d messages left in incoming: %s", summary.left, summary.why_left)
+        log.error("%s left in incoming: %s", plural(summary.left, "message"), summary.why_left)
         return ExitCode.TEMPFAIL
     return ExitCode.OK
 

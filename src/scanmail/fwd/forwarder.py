@@ -24,6 +24,7 @@ from scanmail.events import Event, EventLog
 from scanmail.fwd import bounce
 from scanmail.fwd.retry import STATE_FOLDER, RetryFolder, RetryState
 from scanmail.fwd.transport import Attempt, RelayDown, Reply, Transport, open_transport
+from scanmail.humanize import plural
 from scanmail.spool import (
     Envelope,
     Spool,
@@ -331,7 +332,8 @@ def _check(report: PassReport) -> None:
     if report.relay_down:
         raise TempFailure(
             f"relay unreachable ({one_line(report.relay_down)}); "
-            f"{report.deferred} message(s) left in outgoing"
+            f"{plural(report.deferred, 'message')} left in outgoing"
         )
     if report.deferred:
-        raise TempFailure(f"{report.deferred} message(s) deferred by the relay, left in outgoing")
+        raise TempFailure(f"{plural(report.deferred, 'message')} deferred by the relay, "
+                          "left in outgoing")
