@@ -184,6 +184,8 @@ SETTINGS: tuple[Setting, ...] = (
             "clamd's Unix socket path, or tcp://host:port"),
     Setting("CLAMD_TIMEOUT", "120", _float_range(1, 3600),
             "seconds to wait for clamd before the scan counts as failed"),
+    Setting("CLAMD_CONF", "/etc/clamav/clamd.conf", _text,
+            "the clamd.conf clamd runs with, read for its size limits (empty: not checked)"),
     Setting("SCAN_WORKERS", "4", _int_range(1, 64),
             "messages decoded and scanned at once; about twice clamd's cores keeps clamd busy"),
     Setting("SCANNER_COMMAND", "clamscan --no-summary --infected --alert-exceeds-max=yes {}",
@@ -249,6 +251,7 @@ class Config:
     scanner: str
     clamd_socket: str
     clamd_timeout: float
+    clamd_conf: str
     scan_workers: int
     scanner_command: tuple[str, ...]
     scanner_clean_codes: frozenset[int]

@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from scanmail import quarantine
+from scanmail import clamd_limits, quarantine
 from scanmail.config import Config
 from scanmail.errors import ExitCode, ScannerUnavailable
 from scanmail.events import DB_NAME, Event, EventLog
@@ -65,13 +65,13 @@ class Status:
     max_wait: float  # seconds mail may wait in incoming or outgoing, or between passes
     sig_max_age: float  # seconds: SIG_MAX_AGE_DAYS
     relay: str = ""  # why the internal server does not answer ("" when it does)
-    clamd_limits: tuple[str, ...] = ()  # clamd limits below MAX_MESSAGE_SIZE
+    limits: tuple[str, ...] = ()  # clamd limits below MAX_MESSAGE_SIZE
 
     @property
     def problems(self) -> list[str]:
         """What needs the admin: a silent scanner, stale signatures, mail waiting too long."""
         return [*self.scanner_problems(), *self.waiting_problems(), *self.delivery_problems(),
-                *self.clamd_limits]
+                *self.limits]
 
     def delivery_problems(self) -> Iterator[str]:
         if self.relay:
@@ -193,7 +193,8 @@ def gather(config: Config, max_wait: float, now: float | None = None) -> Status:
         last_pass = pass_state(config, events)
         deferred = tuple(deferrals(spool, events))
     return Status(now, folders, scanner, last_pass, deferred, max_wait,
-                  config.sig_max_age_days * DAY, relay_state(config))
+                  config.sig_max_age_days * DAY, relay_state(config),
+                  tuple(clamd_limits.warnings(config)))
 
 
 def folder_state(spool: Spool, name: str) -> FolderState:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from scanmail import quarantine
+from scanmail import clamd_limits, quarantine
 from scanmail.admin import show
 from scanmail.admin.status import gather
 from scanmail.cli import exit_codes, shared_options, start
@@ -264,6 +264,8 @@ def check_command(ctx: click.Context, files: tuple[Path, ...], rules_dir: Path |
         if not inspector.rules.bad:  # a missing file is an empty list: say so
             where = rules_dir or config.etc_dir
             click.echo(f"scanmail: warning: no patterns in {where / 'matches.bad'}", err=True)
+        for warning in clamd_limits.warnings(config):
+            click.echo(f"scanmail: warning: {warning}", err=True)
         code = ExitCode.OK
         for path in files:
             inspection = inspector.inspect(path)
