@@ -18,6 +18,7 @@ from scanmail.events import EventLog
 from scanmail.humanize import duration
 from scanmail.quarantine import Record
 from scanmail.testing import eicar
+from smtp_sink import Sink
 
 DAY = 86400.0
 # shared/ lies beside the work tree (and beside CI's clone); SCANMAIL_CORPORA overrides
@@ -305,10 +306,13 @@ def test_check_exits_75_when_the_scanner_does_not_answer(spool_root, write_env, 
 
 
 def test_status_is_0_when_all_is_well(spool_root, write_env, tmp_path):
-    env = write_env(SIG_DB_DIR=str(sig_dir(tmp_path)))
+    relay = Sink().start()  # the internal server answers
+    env = write_env(SIG_DB_DIR=str(sig_dir(tmp_path)), RELAY_HOST="127.0.0.1",
+                    RELAY_PORT=str(relay.port))
     enqueue(spool_root, message("clean"))
     assert scanmail(env, "--once").exit_code == 0
     result = scanmail(env, "status")
+    relay.stop()
     assert result.exit_code == 0, result.output
     out = result.output
     assert re.search(r"^incoming +0$", out, re.MULTILINE)

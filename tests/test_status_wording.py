@@ -23,6 +23,8 @@ def test_a_down_relay_and_failed_mail_need_attention(
 ) -> None:
     env = write_env(RELAY_HOST="127.0.0.1", RELAY_PORT=str(free_port()))
     (spool_root / "var" / LOCK_NAME).write_text("1\n")  # a pass just ran
+    Spool(spool_root).write("outgoing", Envelope("a@out.example", ("y@corp.example",)),
+                            [message("waiting")])
     Spool(spool_root).write("failed", Envelope("a@out.example", ("x@corp.example",)),
                             [message("bounced")])
     result = CliRunner().invoke(scan.main, ["status", "--config", str(env)])

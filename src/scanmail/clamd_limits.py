@@ -2,13 +2,16 @@
 
 clamd keeps the FIRST value of a repeated directive and ignores the rest without a word,
 so a `StreamMaxLength 64M` appended to Debian's clamd.conf (which already says 25M) does
-nothing. We read the file the same way and warn when a limit is below MAX_MESSAGE_SIZE:
+nothing. We read the file the same way and warn when a limit is below MAX_MESSAGE_SIZE (only
+when that file's LocalSocket or TCPSocket is CLAMD_SOCKET: another clamd's file says
+nothing about ours):
 such mail is quarantined as `unchecked`, never passed unscanned, but the admin should know
 why before the first 30 MB message arrives.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,21 +43,38 @@ def parse_size(text: str) -> int | None:
     return int(match.group(1)) * _UNIT[match.group(2).lower()]
 
 
-def read_limits(path: Path) -> dict[str, Limit]:
-    """The size limits clamd would use with this file: the first value of each wins."""
+def directives(path: Path) -> dict[str, tuple[str, int]]:
+    """Each directive's first value and line, as clamd reads its file."""
     with path.open("rb") as conf:
         text = conf.read(MAX_CONF_BYTES).decode("utf-8", "replace")
-    found: dict[str, Limit] = {}
+    found: dict[str, tuple[str, int]] = {}
     for number, line in enumerate(text.splitlines(), 1):
         words = line.split(None, 1)
-        if len(words) != 2 or words[0].startswith("#") or words[0] not in DEFAULTS:
-            continue
-        value = parse_size(words[1].split("#", 1)[0])
-        if value is not None and words[0] not in found:
-            found[words[0]] = Limit(words[0], value, number)
-    for name, default in DEFAULTS.items():
-        found.setdefault(name, Limit(name, default, 0))
+        if len(words) == 2 and not words[0].startswith("#"):
+            found.setdefault(words[0], (words[1].split("#", 1)[0].strip(), number))
     return found
+
+
+def read_limits(path: Path) -> dict[str, Limit]:
+    """The size limits clamd would use with this file: the first value of each wins."""
+    found = directives(path)
+    limits: dict[str, Limit] = {}
+    for name, default in DEFAULTS.items():
+        value, number = found.get(name, ("", 0))
+        parsed = parse_size(value) if number else None
+        limits[name] = Limit(name, parsed, number) if parsed is not None else \
+            Limit(name, default, 0)
+    return limits
+
+
+def serves(path: Path, clamd_socket: str) -> bool:
+    """Whether the clamd configured by path listens where CLAMD_SOCKET points."""
+    found = directives(path)
+    if clamd_socket.startswith("tcp://"):
+        port = clamd_socket.rsplit(":", 1)[-1].strip("/")
+        return found.get("TCPSocket", ("", 0))[0] == port
+    local = found.get("LocalSocket", ("", 0))[0]
+    return bool(local) and os.path.realpath(local) == os.path.realpath(clamd_socket)
 
 
 def warnings(config: Config) -> list[str]:
@@ -68,6 +88,8 @@ def warnings(config: Config) -> list[str]:
         return []
     path = Path(config.clamd_conf)
     try:
+        if not serves(path, config.clamd_socket):
+            return []  # another clamd's file: its limits say nothing about ours
         limits = read_limits(path)
     except FileNotFoundError:
         return []

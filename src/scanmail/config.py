@@ -236,6 +236,9 @@ SETTINGS: tuple[Setting, ...] = (
             "how sigupdate runs freshclam (empty: do not run it)"),
     Setting("SIG_MAX_AGE_DAYS", "3", _float_range(0, 3650),
             "signatures older than this raise an alarm"),
+    Setting("ALERT_DIGEST_MINUTES", "5", _float_range(0, 1440),
+            "alerts for the same reason within this many minutes go out as one digest "
+            "(the first at once); 0 sends every alert"),
     Setting("QUARANTINE_RETENTION_DAYS", "30", _int_range(1, 36500),
             "days quarantined mail is kept by 'scanmail quarantine purge'"),
 )
@@ -287,6 +290,7 @@ class Config:
     freshclam_command: tuple[str, ...]
     sig_max_age_days: float
     quarantine_retention_days: int
+    alert_digest_minutes: float
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, str | None], source: str = "config") -> Config:

@@ -170,7 +170,10 @@ RELAY_PROBE_TIMEOUT = 5.0
 
 
 def relay_state(config: Config) -> str:
-    """'' when the internal server accepts a connection; else why not (one line)."""
+    """'' when the internal server accepts a connection; else why not (one line).
+
+    Asked only while outgoing holds mail: that is when its silence keeps mail back.
+    """
     if config.fwd_sendmail:
         return ""  # a local MTA takes the mail: nothing to probe
     where = f"{config.relay_host}:{config.relay_port}"
@@ -193,8 +196,13 @@ def gather(config: Config, max_wait: float, now: float | None = None) -> Status:
         last_pass = pass_state(config, events)
         deferred = tuple(deferrals(spool, events))
     return Status(now, folders, scanner, last_pass, deferred, max_wait,
-                  config.sig_max_age_days * DAY, relay_state(config),
+                  config.sig_max_age_days * DAY,
+                  relay_state(config) if _count(folders, "outgoing") else "",
                   tuple(clamd_limits.warnings(config)))
+
+
+def _count(folders: tuple[FolderState, ...], name: str) -> int:
+    return sum(folder.count for folder in folders if folder.name == name)
 
 
 def folder_state(spool: Spool, name: str) -> FolderState:
