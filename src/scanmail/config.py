@@ -184,6 +184,8 @@ SETTINGS: tuple[Setting, ...] = (
             "clamd's Unix socket path, or tcp://host:port"),
     Setting("CLAMD_TIMEOUT", "120", _float_range(1, 3600),
             "seconds to wait for clamd before the scan counts as failed"),
+    Setting("CLAMD_CONF", "/etc/clamav/clamd.conf", _text,
+            "the clamd.conf clamd runs with, read for its size limits (empty: not checked)"),
     Setting("SCAN_WORKERS", "4", _int_range(1, 64),
             "messages decoded and scanned at once; about twice clamd's cores keeps clamd busy"),
     Setting("SCANNER_COMMAND", "clamscan --no-summary --infected --alert-exceeds-max=yes {}",
@@ -248,6 +250,9 @@ SETTINGS: tuple[Setting, ...] = (
             "how sigupdate runs freshclam (empty: do not run it)"),
     Setting("SIG_MAX_AGE_DAYS", "3", _float_range(0, 3650),
             "signatures older than this raise an alarm"),
+    Setting("ALERT_DIGEST_MINUTES", "5", _float_range(0, 1440),
+            "alerts for the same reason within this many minutes go out as one digest "
+            "(the first at once); 0 sends every alert"),
     Setting("QUARANTINE_RETENTION_DAYS", "30", _int_range(1, 36500),
             "days quarantined mail is kept by 'scanmail quarantine purge'"),
 )
@@ -263,6 +268,7 @@ class Config:
     scanner: str
     clamd_socket: str
     clamd_timeout: float
+    clamd_conf: str
     scan_workers: int
     scanner_command: tuple[str, ...]
     scanner_clean_codes: frozenset[int]
@@ -304,6 +310,7 @@ class Config:
     freshclam_command: tuple[str, ...]
     sig_max_age_days: float
     quarantine_retention_days: int
+    alert_digest_minutes: float
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, str | None], source: str = "config") -> Config:

@@ -1,4 +1,7 @@
-"""setup_logging(): syslog facility mail, plus stderr for what a person should see."""
+"""setup_logging(): syslog facility mail, plus stderr for what a person should see.
+
+Without a syslog socket everything syslog would get goes to stderr instead.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ def setup_logging(ident: str, verbose: bool = False) -> None:
         root.removeHandler(handler)
         handler.close()
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    to_syslog = False
     if os.path.exists(SYSLOG_SOCKET):
         try:
             syslog = logging.handlers.SysLogHandler(
@@ -28,7 +32,11 @@ def setup_logging(ident: str, verbose: bool = False) -> None:
             syslog.setFormatter(logging.Formatter(f"{ident}[{os.getpid()}]: %(message)s"))
             syslog.setLevel(logging.INFO)
             root.addHandler(syslog)
+            to_syslog = True
     stderr = logging.StreamHandler(sys.stderr)
     stderr.setFormatter(logging.Formatter(f"{ident}: %(message)s"))
-    stderr.setLevel(logging.DEBUG if verbose else logging.WARNING)
+    # No syslog socket (a container, a chroot): stderr gets what syslog would have, so a
+    # log line is never lost (systemd's journal keeps a unit's stderr).
+    quiet = logging.WARNING if to_syslog else logging.INFO
+    stderr.setLevel(logging.DEBUG if verbose else quiet)
     root.addHandler(stderr)

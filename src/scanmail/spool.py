@@ -253,7 +253,7 @@ def iter_message(source: SpoolFile, chunk_size: int = 1 << 20) -> Iterator[bytes
 def run_lock(path: Path) -> Iterator[bool]:
     """Hold an exclusive lock for a run; yields False if another process holds it."""
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)  # no planted link
     except OSError as exc:
         raise SpoolError(f"{path}: cannot open lock file: {exc.strerror}") from exc
     try:

@@ -14,6 +14,7 @@ from click.testing import CliRunner, Result
 from helpers.corpora import CORPORA
 from helpers.events import rows
 from helpers.mail import enqueue, folder_of, message
+from helpers.smtp_sink import Sink
 from scanmail.admin.status import version_date
 from scanmail.cli.scan import main
 from scanmail.events import EventLog
@@ -295,10 +296,13 @@ def test_check_exits_75_when_the_scanner_does_not_answer(spool_root, write_env, 
 
 
 def test_status_is_0_when_all_is_well(spool_root, write_env, tmp_path):
-    env = write_env(SIG_DB_DIR=str(sig_dir(tmp_path)))
+    relay = Sink().start()  # the internal server answers
+    env = write_env(SIG_DB_DIR=str(sig_dir(tmp_path)), RELAY_HOST="127.0.0.1",
+                    RELAY_PORT=str(relay.port))
     enqueue(spool_root, message("clean"))
     assert scanmail(env, "--once").exit_code == 0
     result = scanmail(env, "status")
+    relay.stop()
     assert result.exit_code == 0, result.output
     out = result.output
     assert re.search(r"^incoming +0$", out, re.MULTILINE)

@@ -19,7 +19,11 @@ def test_once_under_cron_prints_nothing(spool_root, write_env):
     done = subprocess.run([sys.executable, "-c", START, "--config", str(write_env()), "--once"],
                           capture_output=True, timeout=120, check=False)
     assert done.returncode == 0
-    assert done.stdout == b"" and done.stderr == b""
+    assert done.stdout == b""
+    if os.path.exists("/dev/log"):
+        assert done.stderr == b""
+    else:  # no syslog: the log lines go to stderr rather than nowhere, and nothing else
+        assert all(line.startswith(b"scanmail: qid=") for line in done.stderr.splitlines())
 
 
 def test_watch_loop_routes_new_mail_and_stops_on_sigterm(spool_root, write_env):

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import contextlib
 import re
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
-from scanmail import delay, quarantine
+from scanmail import clamd_limits, delay, quarantine
 from scanmail.admin.selfrelay import relay_to_self
 from scanmail.config import Config
 from scanmail.errors import ExitCode, ScannerUnavailable
 from scanmail.events import DB_NAME, Event, EventLog
-from scanmail.humanize import duration
+from scanmail.humanize import duration, moment, plural
 from scanmail.scan import LOCK_NAME, OUTAGE_MARK, make_scanner
 from scanmail.sigupdate import freshness
 from scanmail.spool import MESSAGE_FOLDERS, Spool, list_complete
@@ -67,11 +68,22 @@ class Status:
     sig_max_age: float  # seconds: SIG_MAX_AGE_DAYS
     config_problems: tuple[str, ...] = ()  # e.g. the relay is the receiver itself
     mail_delay: delay.Delay | None = None  # today's gateway delay, 250 to delivery (issue 11)
+    relay: str = ""  # why the internal server does not answer ("" when it does)
+    limits: tuple[str, ...] = ()  # clamd limits below MAX_MESSAGE_SIZE
 
     @property
     def problems(self) -> list[str]:
         """What needs the admin: a silent scanner, stale signatures, mail waiting too long."""
-        return [*self.config_problems, *self.scanner_problems(), *self.waiting_problems()]
+        return [*self.config_problems, *self.scanner_problems(), *self.waiting_problems(),
+                *self.delivery_problems(), *self.limits]
+
+    def delivery_problems(self) -> Iterator[str]:
+        if self.relay:
+            yield f"internal server does not answer, mail waits in outgoing: {self.relay}"
+        failed = next((f for f in self.folders if f.name == "failed"), None)
+        if failed is not None and failed.count:
+            yield (f"failed: {plural(failed.count, 'message')} could not be delivered "
+                   "(reasons in failed/<id>.reason; move a file back to outgoing to retry)")
 
     def scanner_problems(self) -> Iterator[str]:
         scanner = self.scanner
@@ -113,7 +125,8 @@ class Status:
             out.append(f"{'mail delay':<12} today {self.mail_delay.describe()}")
         problems = self.problems
         out += [f"! {problem}" for problem in problems]
-        out.append(f"status: {len(problems)} need attention" if problems else "status: ok")
+        verb = "needs" if len(problems) == 1 else "need"
+        out.append(f"status: {len(problems)} {verb} attention" if problems else "status: ok")
         return out
 
     def folder_line(self, folder: FolderState) -> str:
@@ -144,8 +157,38 @@ class Status:
             text += (f"; last decision {duration(self.now - event.time)} ago: "
                      f"{event.qid} {event.verdict} {event.reason}")
         if state.outage:
-            text += f"; scanner outage: {state.outage}"
+            text += f"; {outage_text(state.outage, self.now)}"
         return text
+
+
+def outage_text(mark: str, now: float) -> str:
+    """The outage mark ("<epoch> <why>") as `scanner outage since 2026-12-01 22:49 (3 min)`."""
+    first, _, why = mark.partition(" ")
+    try:
+        began = float(first)
+    except ValueError:
+        return f"scanner outage: {mark}"
+    text = f"scanner outage since {moment(began)} ({duration(max(0.0, now - began))})"
+    return f"{text}: {why.strip()}" if why.strip() else text
+
+
+RELAY_PROBE_TIMEOUT = 5.0
+
+
+def relay_state(config: Config) -> str:
+    """'' when the internal server accepts a connection; else why not (one line).
+
+    Asked only while outgoing holds mail: that is when its silence keeps mail back.
+    """
+    if config.fwd_sendmail:
+        return ""  # a local MTA takes the mail: nothing to probe
+    where = f"{config.relay_host}:{config.relay_port}"
+    try:
+        with socket.create_connection((config.relay_host, config.relay_port),
+                                      timeout=RELAY_PROBE_TIMEOUT):
+            return ""
+    except OSError as exc:
+        return f"{where}: {exc.strerror or exc}"
 
 
 def gather(config: Config, max_wait: float, now: float | None = None) -> Status:
@@ -163,7 +206,13 @@ def gather(config: Config, max_wait: float, now: float | None = None) -> Status:
         today = delay.measure(events.db, midnight, now + 1) if events is not None else None
     loop = relay_to_self(config)
     return Status(now, folders, scanner, last_pass, deferred, max_wait,
-                  config.sig_max_age_days * DAY, (loop,) if loop else (), today)
+                  config.sig_max_age_days * DAY, (loop,) if loop else (), today,
+                  relay_state(config) if _count(folders, "outgoing") else "",
+                  tuple(clamd_limits.warnings(config)))
+
+
+def _count(folders: tuple[FolderState, ...], name: str) -> int:
+    return sum(folder.count for folder in folders if folder.name == name)
 
 
 def folder_state(spool: Spool, name: str) -> FolderState:

@@ -14,16 +14,17 @@ from pathlib import Path
 
 import click
 
-from scanmail import quarantine
+from scanmail import clamd_limits, quarantine
 from scanmail.admin import show
 from scanmail.admin.selfrelay import relay_to_self
 from scanmail.admin.status import gather
-from scanmail.cli import exit_codes, start
+from scanmail.cli import exit_codes, shared_options, start
 from scanmail.config import Config
 from scanmail.errors import ExitCode, SpoolError
 from scanmail.events import EventLog
 from scanmail.humanize import duration, size
 from scanmail.mime import Limits, Part
+from scanmail.privileges import invoking_uid
 from scanmail.scan import Inspector, load_rules, rescanner
 from scanmail.spool import Spool
 from scanmail.untrusted import for_terminal
@@ -68,10 +69,11 @@ def who() -> str:
         return os.environ["SUDO_USER"]
     with contextlib.suppress(OSError):
         return os.getlogin()
+    uid = invoking_uid()
     try:
-        return pwd.getpwuid(os.getuid()).pw_name
+        return pwd.getpwuid(uid).pw_name
     except KeyError:
-        return f"uid {os.getuid()}"
+        return f"uid {uid}"
 
 
 @contextlib.contextmanager
@@ -81,7 +83,8 @@ def spool_access() -> Iterator[None]:
         yield
     except PermissionError as exc:
         raise SpoolError(
-            f"{exc.filename}: permission denied (run as the spool's owner: sudo -u scanmail ...)"
+            f"{exc.filename}: permission denied (a file not owned by the spool's owner? "
+            "chown it to the owner of the spool folder)"
         ) from None
 
 
@@ -106,7 +109,7 @@ def event_log(config: Config) -> Iterator[EventLog]:
         if os.geteuid() == 0:
             owner = config.var_dir.stat()
             for path in config.var_dir.glob(f"{events.path.name}*"):
-                os.chown(path, owner.st_uid, owner.st_gid)
+                os.chown(path, owner.st_uid, owner.st_gid, follow_symlinks=False)
         yield events
 
 
@@ -114,11 +117,13 @@ def event_log(config: Config) -> Iterator[EventLog]:
 
 
 @click.group("quarantine")
+@shared_options
 def quarantine_group() -> None:
     """Look at, release and delete quarantined mail."""
 
 
 @quarantine_group.command("list")
+@shared_options
 @click.option("--since", callback=_since, metavar="WHEN",
               help="Only mail quarantined since then: 2024-05-01, '2024-05-01 12:00' or 7d.")
 @click.option("--reason", type=click.Choice(QUARANTINE_REASONS), default=None,
@@ -144,6 +149,7 @@ def list_line(record: quarantine.Record) -> str:
 
 
 @quarantine_group.command("show")
+@shared_options
 @click.argument("qid")
 @click.pass_context
 def show_command(ctx: click.Context, qid: str) -> None:
@@ -183,6 +189,7 @@ def part_line(part: Part) -> str:
 
 
 @quarantine_group.command("release")
+@shared_options
 @click.argument("qid")
 @click.option("--rescan", is_flag=True,
               help="Scan it again with today's signatures first; keep it if a virus is found.")
@@ -197,6 +204,7 @@ def release_command(ctx: click.Context, qid: str, rescan: bool, force: bool) -> 
 
 
 @quarantine_group.command("delete")
+@shared_options
 @click.argument("qid")
 @click.pass_context
 def delete_command(ctx: click.Context, qid: str) -> None:
@@ -207,6 +215,7 @@ def delete_command(ctx: click.Context, qid: str) -> None:
 
 
 @quarantine_group.command("purge")
+@shared_options
 @click.option("--older-than", "older_than", callback=_period, metavar="PERIOD",
               help="Age, such as 30d or 12w (default: QUARANTINE_RETENTION_DAYS).")
 @click.option("--dry-run", is_flag=True, help="Show what would be deleted; delete nothing.")
@@ -234,6 +243,7 @@ def purge_command(ctx: click.Context, older_than: float | None, dry_run: bool) -
 
 
 @click.command("check")
+@shared_options
 @click.argument("files", nargs=-1, required=True,
                 type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--rules", "rules_dir", type=click.Path(exists=True, file_okay=False,
@@ -258,6 +268,8 @@ def check_command(ctx: click.Context, files: tuple[Path, ...], rules_dir: Path |
         loop = relay_to_self(config)
         if loop:
             click.echo(f"scanmail: warning: {loop}", err=True)
+        for warning in clamd_limits.warnings(config):
+            click.echo(f"scanmail: warning: {warning}", err=True)
         code = ExitCode.OK
         for path in files:
             inspection = inspector.inspect(path)
@@ -268,6 +280,7 @@ def check_command(ctx: click.Context, files: tuple[Path, ...], rules_dir: Path |
 
 
 @click.command("status")
+@shared_options
 @click.option("--max-wait", callback=_period, default="15m", show_default=True,
               metavar="PERIOD",
               help="How long mail may wait in incoming or outgoing, or between passes.")

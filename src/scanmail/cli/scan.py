@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from pathlib import Path
@@ -10,10 +11,20 @@ from typing import Any
 import click
 
 from scanmail.admin.init import create_spool
-from scanmail.cli import admin, config_option, exit_codes, log, start, verbose_option
+from scanmail.cli import (
+    admin,
+    config_option,
+    exit_codes,
+    log,
+    shared_options,
+    start,
+    verbose_option,
+)
 from scanmail.config import DEFAULT_SPOOL, Config, load_config
 from scanmail.errors import ExitCode
+from scanmail.humanize import plural
 from scanmail.logs import setup_logging
+from scanmail.privileges import spool_owner
 from scanmail.scan import Inspector, runner
 from scanmail.scan import watch as service
 from scanmail.spool import Spool, list_complete
@@ -53,10 +64,11 @@ def _one_pass(config: Config, bars: _Bars) -> int:
     if sys.stderr.isatty() and summary.seen:
         click.echo(f"scanmail: {summary.describe()}", err=True)
     if summary.errors:
-        log.error("%d messages met a bug and stay in incoming (see the log)", summary.errors)
+        log.error("%s met a bug and stay%s in incoming (see the log)",
+                  plural(summary.errors, "message"), "s" if summary.errors == 1 else "")
         return ExitCode.SOFTWARE
     if summary.left:
-        log.error("%d messages left in incoming: %s", summary.left, summary.why_left)
+        log.error("%s left in incoming: %s", plural(summary.left, "message"), summary.why_left)
         return ExitCode.TEMPFAIL
     return ExitCode.OK
 
@@ -123,6 +135,7 @@ def _watch(config: Config, interval: float) -> None:
 
 
 @main.command()
+@shared_options
 @click.option("--spool", "spool_dir", type=click.Path(file_okay=False, path_type=Path),
               default=None, help=f"The spool root (default: SPOOL_DIR or {DEFAULT_SPOOL}).")
 @click.option("--user", default=None, help="The service user to own the spool (e.g. uucp).")
@@ -133,6 +146,9 @@ def init(ctx: click.Context, spool_dir: Path | None, user: str | None) -> None:
         setup_logging("scanmail", ctx.obj["verbose"])
         if spool_dir is None:
             spool_dir = load_config(ctx.obj["config_path"]).spool_dir
+        if user is None and os.geteuid() == 0:  # root upgrading a spool: keep its owner
+            owner = spool_owner(spool_dir)
+            user = owner.pw_name if owner else None
         for path in create_spool(spool_dir, user):
             click.echo(f"installed {path}")
         click.echo(f"spool ready: {spool_dir}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -9,6 +10,7 @@ import click
 from scanmail.cli import config_option, exit_codes, start, verbose_option
 from scanmail.config import SETTINGS
 from scanmail.errors import ConfigError
+from scanmail.privileges import spool_owner
 from scanmail.smtpd import server
 
 
@@ -26,11 +28,15 @@ def parse_listen(value: str) -> tuple[str, int]:
 @config_option
 @verbose_option
 @click.option("--listen", metavar="ADDR:PORT", help="Where to listen (default: LISTEN).")
-@click.option("--user", metavar="NAME", help="Run as this user once the port is bound.")
+@click.option("--user", metavar="NAME",
+              help="Run as this user once the port is bound (root's default: the spool's owner).")
 def main(config_path: Path | None, verbose: bool, listen: str | None, user: str | None) -> None:
     """Receive mail by SMTP into the incoming spool until SIGTERM."""
     with exit_codes():
-        config = start("scanmail-smtpd", config_path, verbose)
+        config = start("scanmail-smtpd", config_path, verbose, switch=False)
+        if user is None and os.geteuid() == 0:  # bind as root, then become the spool's owner
+            owner = spool_owner(config.spool_dir)
+            user = owner.pw_name if owner else None
         server.run(config, parse_listen(listen) if listen else None, user)
 
 

@@ -118,3 +118,14 @@ def alert_malformed(config: Config, spool: Spool, name: str, parked: Path, reaso
         f"{name} in outgoing has no readable envelope ({reason}).\n"
         f"It was moved to {parked} and not delivered.",
     )
+
+
+def alert_unreadable(config: Config, spool: Spool, path: Path) -> Path:
+    """Tell the admin a file in outgoing cannot be read by the forwarder's user."""
+    return notify.alert_admin(
+        config, spool, f"unreadable spool file {path.name}",
+        f"{path} cannot be read by the forwarder (permission denied), so it is not\n"
+        "delivered. It was probably written by a command run as root. Give it to the\n"
+        f"spool's owner: chown --reference={path.parent} {path}\n"
+        "It stays in outgoing and goes out on the next pass after that.",
+    )

@@ -26,6 +26,7 @@ from scanmail.fwd import bounce
 from scanmail.fwd.retry import STATE_FOLDER, RetryFolder, RetryState
 from scanmail.fwd.transport import Attempt, RelayDown, Reply, Transport, open_transport
 from scanmail.hops import count_hops, loop_reply
+from scanmail.humanize import plural
 from scanmail.spool import (
     Envelope,
     Spool,
@@ -69,6 +70,7 @@ class Forwarder:
         self.spool = Spool(config.spool_dir)
         self.retries = RetryFolder(self.spool.var / STATE_FOLDER, clock)
         self.max_age = config.fwd_max_age_days * 86400.0
+        self.unreadable: set[str] = set()  # alerted this run: one alert per file, not per pass
 
     # -- one pass ----------------------------------------------------------------------
 
@@ -136,6 +138,9 @@ class Forwarder:
         try:
             message = read_spool_file(path)
         except FileNotFoundError:
+            return
+        except PermissionError:
+            self._unreadable(path, report)
             return
         except MalformedSpoolFile as exc:
             self._fail_malformed(path, str(exc), events, report)
@@ -291,6 +296,18 @@ class Forwarder:
             detail=reason,
         ))
 
+    def _unreadable(self, path: Path, report: PassReport) -> None:
+        """A file this user cannot read (left by root): skipped, the admin told once a run."""
+        report.count("deferred")
+        with report.lock:
+            if path.name in self.unreadable:
+                return
+            self.unreadable.add(path.name)
+        log.error("%s: permission denied; skipped (chown it to the spool's owner)", path)
+        bounce.alert_unreadable(self.config, self.spool, path)
+        with report.lock:
+            report.queued += 1
+
     def _remove(self, path: Path) -> None:
         """Every recipient accepted: the message now lives on the internal server."""
         try:
@@ -340,7 +357,8 @@ def _check(report: PassReport) -> None:
     if report.relay_down:
         raise TempFailure(
             f"relay unreachable ({one_line(report.relay_down)}); "
-            f"{report.deferred} message(s) left in outgoing"
+            f"{plural(report.deferred, 'message')} left in outgoing"
         )
     if report.deferred:
-        raise TempFailure(f"{report.deferred} message(s) deferred by the relay, left in outgoing")
+        raise TempFailure(f"{plural(report.deferred, 'message')} deferred by the relay, "
+                          "left in outgoing")

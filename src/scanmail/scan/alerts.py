@@ -6,6 +6,7 @@ import time
 
 from scanmail import notify, quarantine
 from scanmail.config import Config
+from scanmail.digest import Digest
 from scanmail.spool import Spool
 from scanmail.untrusted import one_line
 
@@ -15,8 +16,8 @@ def alert_text(record: quarantine.Record) -> tuple[str, str]:
     def one(value: str, limit: int = 300) -> str:
         return one_line(value, limit)
 
-    what = ", ".join(record.viruses) if record.viruses else record.reason
-    subject = one(f"{record.reason}: {what} from <{record.sender}>", 200)
+    what = record.what if record.viruses or record.reason == "banned" else record.reason
+    subject = one(f"{record.reason}: {what or record.reason} from <{record.sender}>", 200)
     stamp = time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(record.time))
     lines = [
         f"Time:        {stamp}",
@@ -41,9 +42,11 @@ def alert_text(record: quarantine.Record) -> tuple[str, str]:
     return subject, "\n".join(lines) + "\n"
 
 
-def alert_admin(config: Config, spool: Spool, record: quarantine.Record) -> None:
-    """The admin's alert for one quarantined message, queued in outgoing."""
-    notify.alert_admin(config, spool, *alert_text(record))
+def alert_admin(digest: Digest, record: quarantine.Record) -> None:
+    """The admin's alert for one quarantined message: at once, or held for a digest."""
+    line = (f"{record.qid}  {record.what or '-'}  from <{record.sender}>  "
+            f"to {', '.join(record.recipients[:3])}")
+    digest.alert(record.reason, *alert_text(record), line=line)
 
 
 def notify_sender(config: Config, spool: Spool, record: quarantine.Record) -> None:

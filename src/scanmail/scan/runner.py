@@ -20,6 +20,7 @@ from pathlib import Path
 
 from scanmail import mime, quarantine
 from scanmail.config import Config
+from scanmail.digest import Digest
 from scanmail.errors import GatewayError, MalformedSpoolFile, ScanFailed, ScannerUnavailable
 from scanmail.events import Event, EventLog
 from scanmail.scan import alerts, route
@@ -82,6 +83,7 @@ class Gateway:
         ), config.scan_policy, config.encrypted_archives)
         self.lock = threading.Lock()  # the event database and the outage mark
         self.outage = Outage(config, self.spool, events, self.lock)
+        self.digest = Digest(config, self.spool)
 
     def process_one(self, path: Path) -> Decision:
         """Decide one incoming spool file and move it (or leave it, for a RETRY)."""
@@ -176,7 +178,7 @@ class Gateway:
         """Alerts first (a crash may repeat them), then the record, then the message."""
         record = route.record_for(spool_file, headers, explosion, decision.reason.value,
                                   decision.viruses, decision.detail, event.time)
-        alerts.alert_admin(self.config, self.spool, record)
+        alerts.alert_admin(self.digest, record)
         if (decision.reason is Reason.INFECTED and self.config.notify_sender
                 and spool_file.envelope.sender):
             alerts.notify_sender(self.config, self.spool, record)
@@ -191,7 +193,7 @@ class Gateway:
             qid=path.name, reason=decision.reason.value, time=time.time(), sender="",
             recipients=(), size=size, detail=why,
         )
-        alerts.alert_admin(self.config, self.spool, record)
+        alerts.alert_admin(self.digest, record)
         event = Event(kind=EventKind.SCAN, qid=path.name, size=size, verdict=decision.verdict.value,
                       reason=decision.reason.value, detail=why,
                       scan_ms=int((time.monotonic() - started) * 1000))
@@ -241,7 +243,9 @@ def run(config: Config, progress_factory: Callable[[int], Progress] | None = Non
         progress = progress_factory(len(paths)) if progress_factory else None
         with EventLog(config.var_dir) as events:
             gateway = Gateway(config, rules, make_scanner(config), events)
+            gateway.digest.flush()  # digests whose window passed while no mail came
             _run_all(gateway, paths, summary, progress)
+            gateway.digest.flush()
     summary.seconds = time.monotonic() - started
     return summary
 

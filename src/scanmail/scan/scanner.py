@@ -14,6 +14,7 @@ from typing import BinaryIO, Protocol
 from scanmail.clamd_client import ClamdClient
 from scanmail.config import Config
 from scanmail.errors import ScannerUnavailable
+from scanmail.humanize import size
 
 
 class TooLarge(Exception):
@@ -78,8 +79,13 @@ class ClamdScanner:
         """The virus name in one target, or None if clean."""
         reply = self.client.scan_file(target.path, target.offset)
         if reply.too_large:
+            try:
+                length = size(target.path.stat().st_size - target.offset)
+            except OSError:
+                length = "?"
             raise TooLarge(
-                f"clamd refused {target.path.name}: {reply.text} (raise StreamMaxLength)"
+                f"clamd refused {target.path.name} ({length}): {reply.text}: larger than "
+                "clamd's StreamMaxLength (edit that line in clamd.conf; see scanmail status)"
             )
         return reply.virus
 
