@@ -187,7 +187,8 @@ class Forwarder:
             # Progress first, atomically: a crash from here on never delivers these twice.
             remaining = tuple(r for r in envelope.recipients if r not in delivered)
             sent = Envelope(envelope.sender, remaining, (*envelope.sent, *delivered))
-            path = self.spool.write("outgoing", sent, iter_message(message), qid=message.qid)
+            path = self.spool.write("outgoing", sent, iter_message(message), qid=message.qid,
+                                    replace=True)
         if failed:
             self._bounce(message, failed, remote, state.arrival, events, report)
             state.failed.update({rcpt: str(reply) for rcpt, reply in failed.items()})

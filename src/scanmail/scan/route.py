@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -29,6 +30,7 @@ from scanmail.spool import (
 )
 
 HEADER_PEEK = 64 << 10
+_FRESH = re.compile(r"(.+)-[0-9a-f]{8}")  # spool.fresh_name(): a copy renamed to stay apart
 STALE_TMP_SECONDS = 86400  # no writer takes a day over one spool file
 
 
@@ -115,6 +117,26 @@ def fresh_dir(path: Path) -> None:
     path.mkdir(mode=0o700)
 
 
+def _original_waits(spool: Spool, name: str, copied_ns: int) -> bool:
+    """Is the incoming file an incomplete outgoing copy was made of still there?
+
+    The copy has the original's name, or that name with a fresh tail if outgoing had the
+    name already. An incoming file of that name written after the copy is a new message
+    that came in again under the same name (the original was retired): not ours.
+    """
+    match = _FRESH.fullmatch(name)
+    for original in (name, match.group(1) if match else None):
+        if original is None:
+            continue
+        try:
+            st = os.stat(spool.incoming / original, follow_symlinks=False)
+        except FileNotFoundError:
+            continue
+        if st.st_mtime_ns <= copied_ns:
+            return True
+    return False
+
+
 def recover(spool: Spool) -> None:
     """Finish what a killed pass left half done (call with the run lock held)."""
     stale = time.time() - STALE_TMP_SECONDS
@@ -132,7 +154,7 @@ def recover(spool: Spool) -> None:
                 st = entry.stat(follow_symlinks=False)
                 if is_complete(st.st_mode) or st.st_mode & 0o777 != INCOMPLETE_MODE:
                     continue
-                if (spool.incoming / entry.name).exists():
+                if _original_waits(spool, entry.name, st.st_mtime_ns):
                     os.unlink(entry.path)  # our own copy; the original is still in incoming
                 else:
                     mark_complete(Path(entry.path))  # killed between unlink and mark

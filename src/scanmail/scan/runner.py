@@ -8,6 +8,7 @@ goes on, and after SCAN_FAILURES_MAX passes the message is held as unchecked).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 import threading
@@ -175,6 +176,8 @@ class Gateway:
         """Alerts first (a crash may repeat them), then the record, then the message."""
         record = route.record_for(spool_file, headers, explosion, decision.reason.value,
                                   decision.viruses, decision.detail, event.time)
+        # The name it will have in quarantine (a fresh one if that one is taken), for the alerts.
+        record = dataclasses.replace(record, qid=quarantine.free_name(self.spool, record.qid))
         alerts.alert_admin(self.config, self.spool, record)
         if (decision.reason is Reason.INFECTED and self.config.notify_sender
                 and spool_file.envelope.sender):
@@ -187,7 +190,8 @@ class Gateway:
         decision = Decision(Verdict.QUARANTINE, Reason.MALFORMED, detail=why)
         size = path.stat().st_size
         record = quarantine.Record(
-            qid=path.name, reason=decision.reason.value, time=time.time(), sender="",
+            qid=quarantine.free_name(self.spool, path.name), reason=decision.reason.value,
+            time=time.time(), sender="",
             recipients=(), size=size, detail=why,
         )
         alerts.alert_admin(self.config, self.spool, record)
