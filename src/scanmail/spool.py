@@ -335,8 +335,11 @@ def run_lock(path: Path) -> Iterator[bool]:
                 yield False
                 return
             raise
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        except OSError as exc:  # a full disk (issue 14): exit 74, not a traceback
+            raise SpoolError(f"{path}: cannot write lock file: {exc.strerror}") from exc
         yield True
     finally:
         os.close(fd)

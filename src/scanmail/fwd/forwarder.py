@@ -1,7 +1,8 @@
 """The forwarder: delivers complete spool files in outgoing to the internal mail server.
 
-Each recipient the relay accepts is written back as a SENT line (an atomic rewrite) before
-anything else happens, so a retry never delivers twice (issue 3). Temporary failures are
+Each recipient the relay accepts is recorded as a SENT line appended to SPOOL/var/fwd/<qid>.sent
+(fsynced, in room reserved before the transaction) before anything else happens, so a retry
+never delivers twice (issues 3 and 14; see sentlog). Temporary failures are
 retried with growing delays, kept in SPOOL/var/fwd/<qid>.json; permanent ones get an
 RFC 3464 report to the sender and the file goes to failed/, never deleted.
 """
@@ -23,6 +24,7 @@ from scanmail.errors import MalformedSpoolFile, SpoolError, TempFailure
 from scanmail.events import Event, EventLog
 from scanmail.fwd import bounce
 from scanmail.fwd.retry import STATE_FOLDER, RetryFolder, RetryState
+from scanmail.fwd.sentlog import SentLog
 from scanmail.fwd.transport import Attempt, RelayDown, Reply, Transport, open_transport
 from scanmail.spool import (
     Envelope,
@@ -66,6 +68,7 @@ class Forwarder:
         self.clock = clock
         self.spool = Spool(config.spool_dir)
         self.retries = RetryFolder(self.spool.var / STATE_FOLDER, clock)
+        self.sent = SentLog(self.spool.var / STATE_FOLDER)
         self.max_age = config.fwd_max_age_days * 86400.0
 
     # -- one pass ----------------------------------------------------------------------
@@ -79,6 +82,7 @@ class Forwarder:
         now = self.clock()
         files = list_complete(self.spool.outgoing)
         self.retries.prune({path.name for path in files})
+        self.sent.prune({path.name for path in files})
         todo: queue.Queue[Path] = queue.Queue()
         for path in files:
             if flush or self.retries.load(path).next_try <= now:
@@ -130,7 +134,7 @@ class Forwarder:
     ) -> None:
         """Deliver one spool file to its pending recipients and settle the outcome."""
         try:
-            message = read_spool_file(path)
+            message = self.sent.merged(read_spool_file(path))
         except FileNotFoundError:
             return
         except MalformedSpoolFile as exc:
@@ -138,7 +142,11 @@ class Forwarder:
             return
         state = self.retries.load(path)
         pending = [r for r in message.envelope.recipients if r not in state.failed]
-        attempt = transport.deliver(message, pending) if pending else Attempt()
+        attempt = Attempt()
+        if pending:
+            self.sent.reserve(message, pending)  # no room: SpoolError before anything is sent
+            attempt = transport.deliver(message, pending)
+            self.sent.record(message, attempt.delivered)
         self.settle(message, state, attempt, transport.name, events, report)
 
     def _expire_unreachable(
@@ -153,7 +161,7 @@ class Forwarder:
                 report.deferred += 1
                 continue
             try:
-                message = read_spool_file(path)
+                message = self.sent.merged(read_spool_file(path))
             except (OSError, MalformedSpoolFile):
                 continue
             pending = [r for r in message.envelope.recipients if r not in state.failed]
@@ -183,10 +191,11 @@ class Forwarder:
             deferred = {}
         delivered = attempt.delivered
         path = message.path
-        if delivered and (deferred or failed or state.failed):
-            # Progress first, atomically: a crash from here on never delivers these twice.
+        done = (*envelope.sent, *delivered)
+        if done and not deferred and (failed or state.failed):
+            # Off to failed/: the file itself then says who got it (the .sent log goes).
             remaining = tuple(r for r in envelope.recipients if r not in delivered)
-            sent = Envelope(envelope.sender, remaining, (*envelope.sent, *delivered))
+            sent = Envelope(envelope.sender, remaining, tuple(dict.fromkeys(done)))
             path = self.spool.write("outgoing", sent, iter_message(message), qid=message.qid,
                                     replace=True)
         if failed:
@@ -200,10 +209,12 @@ class Forwarder:
         elif state.failed:
             self._park(path, message, state, delivered, report)
             self.retries.drop(message.qid)
+            self.sent.drop(message.qid)
             verdict = Delivery.FAILED
         else:
             self._remove(path)
             self.retries.drop(message.qid)
+            self.sent.drop(message.qid)
             verdict = Delivery.DELIVERED
         report.count(verdict)
         details = [f"{rcpt}: {reply}" for rcpt, reply in {**failed, **deferred}.items()]

@@ -112,9 +112,12 @@ def _with_header(spool_file: SpoolFile, header: str) -> Iterator[bytes]:
 
 def fresh_dir(path: Path) -> None:
     """An empty private folder at path (a killed pass may have left one)."""
-    if path.exists():
-        shutil.rmtree(path)
-    path.mkdir(mode=0o700)
+    try:
+        if path.exists():
+            shutil.rmtree(path)
+        path.mkdir(mode=0o700)
+    except OSError as exc:  # a full disk (issue 14): exit 74, not a traceback
+        raise SpoolError(f"{path}: cannot make work folder: {exc.strerror}") from exc
 
 
 def _original_waits(spool: Spool, name: str, copied_ns: int) -> bool:
