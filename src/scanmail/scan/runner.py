@@ -1,15 +1,17 @@
 """The scanning pass: Gateway.process_one() decides and moves one message; run() does them all.
 
 One channel says "retry this message later": a Decision with Verdict.RETRY. Its reason
-says whose fault it is: SCANNER_DOWN (the scanner gives no answer at all: the pass stops
-taking new messages) or SCAN_FAILED (the scanner failed on this message only: the pass
-goes on, and after SCAN_FAILURES_MAX passes the message is held as unchecked).
+says whose fault it is: SCANNER_DOWN (the scanner gives no answer at all, or fails a
+canary scan of the EICAR test string: the pass stops taking new messages) or SCAN_FAILED
+(the scanner failed on this message only: the pass goes on, and after SCAN_FAILURES_MAX
+passes the message is held as unchecked).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import secrets
 import shutil
 import threading
 import time
@@ -27,8 +29,9 @@ from scanmail.scan import alerts, route
 from scanmail.scan.decide import Decision, Judge
 from scanmail.scan.outage import Outage
 from scanmail.scan.rules import Rules, load_rules
-from scanmail.scan.scanner import Scanner, make_scanner
+from scanmail.scan.scanner import Scanner, Target, TooLarge, make_scanner
 from scanmail.spool import Spool, SpoolFile, list_complete, read_spool_file, run_lock
+from scanmail.testing import eicar
 from scanmail.verdict import EventKind, Reason, Verdict
 
 log = logging.getLogger(__name__)
@@ -135,16 +138,37 @@ class Gateway:
         breaks the stream): after SCAN_FAILURES_MAX passes it is quarantined as unchecked
         rather than left to block the queue for ever.
         """
-        try:
-            self.judge.scanner.version()
-        except ScannerUnavailable as down:  # then the scanner is the fault
-            return Decision(Verdict.RETRY, Reason.SCANNER_DOWN, detail=str(down))
+        down = self.canary()
+        if down:  # then the scanner is the fault: the message stays, one outage alert
+            return Decision(Verdict.RETRY, Reason.SCANNER_DOWN, detail=down[:300])
         with self.lock:
             earlier = self.events.count("retry", spool_file.qid, Reason.SCAN_FAILED.value)
         if earlier + 1 >= SCAN_FAILURES_MAX:
             return Decision(Verdict.QUARANTINE, Reason.UNCHECKED,
                             detail=f"scanner failed {earlier + 1} times: {exc}"[:300])
         return Decision(Verdict.RETRY, Reason.SCAN_FAILED, detail=str(exc))
+
+    def canary(self) -> str:
+        """'' if the scanner finds the EICAR test string now; else what is wrong with it.
+
+        A scanner that answers VERSION but fails every scan is down, not the messages'
+        fault (issue 14): its health is judged by a scan, of a sample it must detect.
+        """
+        folder = self.spool.tmp / f"canary{secrets.token_hex(4)}_d"  # recover() clears *_d
+        try:
+            folder.mkdir(mode=0o700)
+            sample = folder / "eicar.com"
+            sample.write_bytes(eicar())
+            found = self.judge.scanner.scan(Target(sample), [], folder)
+        except ScannerUnavailable as exc:
+            return str(exc)
+        except (ScanFailed, TooLarge, OSError) as exc:
+            return f"the scanner fails a test scan: {exc}"
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        if not found.infected:
+            return "the scanner does not detect the EICAR test string"
+        return ""
 
     def event_for(
         self, spool_file: SpoolFile, headers: route.Headers, explosion: mime.Explosion,
