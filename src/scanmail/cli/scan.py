@@ -13,7 +13,7 @@ import click
 from scanmail.admin.init import create_spool
 from scanmail.cli import admin, config_option, exit_codes, log, start, verbose_option
 from scanmail.config import DEFAULT_SPOOL, Config, load_config
-from scanmail.errors import ExitCode
+from scanmail.errors import ExitCode, GatewayError
 from scanmail.logs import setup_logging
 from scanmail.scan import Inspector, runner
 from scanmail.spool import Spool, list_complete
@@ -117,7 +117,10 @@ def _watch(config: Config, bars: _Bars, interval: float) -> None:
         signal.signal(signum, lambda *_: stop.set())
     log.info("watching %s every %.1f s", config.spool_dir / "incoming", interval)
     while not stop.is_set():
-        _one_pass(config, bars)
+        try:
+            _one_pass(config, bars)
+        except GatewayError as exc:  # a failing pass (full disk...): the service goes on
+            log.error("pass failed, next try in %.1f s: %s", interval, exc)
         stop.wait(interval)
 
 

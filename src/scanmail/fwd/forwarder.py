@@ -21,7 +21,7 @@ from pathlib import Path
 from scanmail.config import Config
 from scanmail.durable import fsync_dir
 from scanmail.errors import MalformedSpoolFile, SpoolError, TempFailure
-from scanmail.events import Event, EventLog
+from scanmail.events import Event, EventLog, alert_if_set_aside
 from scanmail.fwd import bounce
 from scanmail.fwd.retry import STATE_FOLDER, RetryFolder, RetryState
 from scanmail.fwd.sentlog import SentLog
@@ -93,6 +93,8 @@ class Forwarder:
         if not workers:
             return report
         with EventLog(self.config.var_dir) as events:  # one connection, shared by the workers
+            if alert_if_set_aside(self.config, self.spool):
+                report.queued += 1  # delivered by the extra pass of --once
             abort = stop or threading.Event()
             with ThreadPoolExecutor(workers, thread_name_prefix="fwd") as pool:
                 futures = [

@@ -9,6 +9,7 @@ passes the message is held as unchecked).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import secrets
@@ -23,8 +24,14 @@ from pathlib import Path
 
 from scanmail import mime, quarantine
 from scanmail.config import Config
-from scanmail.errors import GatewayError, MalformedSpoolFile, ScanFailed, ScannerUnavailable
-from scanmail.events import Event, EventLog
+from scanmail.errors import (
+    GatewayError,
+    MalformedSpoolFile,
+    ScanFailed,
+    ScannerUnavailable,
+    SpoolError,
+)
+from scanmail.events import Event, EventLog, alert_if_set_aside
 from scanmail.scan import alerts, route
 from scanmail.scan.decide import Decision, Judge
 from scanmail.scan.outage import Outage
@@ -37,6 +44,7 @@ from scanmail.verdict import EventKind, Reason, Verdict
 log = logging.getLogger(__name__)
 
 LOCK_NAME = "scanmail.lock"
+STORE_FAILING = "quarantine-failing"  # in SPOOL/var: qids whose store failed, alerted once
 SCAN_FAILURES_MAX = 3  # passes a message may fail the scanner before it is held unchecked
 
 
@@ -202,13 +210,45 @@ class Gateway:
                                   decision.viruses, decision.detail, event.time)
         # The name it will have in quarantine (a fresh one if that one is taken), for the alerts.
         record = dataclasses.replace(record, qid=quarantine.free_name(self.spool, record.qid))
-        alerts.alert_admin(self.config, self.spool, record)
-        if (decision.reason is Reason.INFECTED and self.config.notify_sender
-                and spool_file.envelope.sender):
-            alerts.notify_sender(self.config, self.spool, record)
+        if not self.store_failing(spool_file.qid):  # its alerts went out on the first try
+            alerts.alert_admin(self.config, self.spool, record)
+            if (decision.reason is Reason.INFECTED and self.config.notify_sender
+                    and spool_file.envelope.sender):
+                alerts.notify_sender(self.config, self.spool, record)
         with self.lock:
             self.events.record(event)
-        quarantine.store(self.spool, spool_file.path, record, workdir)
+        self.store(spool_file.qid, spool_file.path, record, workdir)
+
+    def store_failing(self, qid: str) -> bool:
+        """Did storing this message in quarantine fail on an earlier pass (same streak)?"""
+        with self.lock:
+            try:
+                text = (self.config.var_dir / STORE_FAILING).read_text(errors="replace")
+            except FileNotFoundError:
+                return False
+        return qid in text.split()
+
+    def store(self, qid: str, path: Path, record: quarantine.Record,
+              workdir: Path | None) -> None:
+        """quarantine.store(), noting a failure so the next pass does not alert again.
+
+        A quarantine that cannot be written fails the pass (exit 74) until it is fixed;
+        the message's alerts go out once for that streak, not once per pass (issue 14).
+        """
+        mark = self.config.var_dir / STORE_FAILING
+        try:
+            quarantine.store(self.spool, path, record, workdir)
+        except SpoolError:
+            with self.lock, contextlib.suppress(OSError), open(mark, "a") as note:
+                note.write(f"{qid}\n")
+            raise
+        if self.store_failing(qid):
+            with self.lock, contextlib.suppress(OSError):
+                kept = [q for q in mark.read_text(errors="replace").split() if q != qid]
+                if kept:
+                    mark.write_text("".join(f"{q}\n" for q in kept))
+                else:
+                    mark.unlink()
 
     def quarantine_malformed(self, path: Path, why: str, started: float) -> Decision:
         decision = Decision(Verdict.QUARANTINE, Reason.MALFORMED, detail=why)
@@ -218,13 +258,14 @@ class Gateway:
             time=time.time(), sender="",
             recipients=(), size=size, detail=why,
         )
-        alerts.alert_admin(self.config, self.spool, record)
+        if not self.store_failing(path.name):
+            alerts.alert_admin(self.config, self.spool, record)
         event = Event(kind=EventKind.SCAN, qid=path.name, size=size, verdict=decision.verdict.value,
                       reason=decision.reason.value, detail=why,
                       scan_ms=int((time.monotonic() - started) * 1000))
         with self.lock:
             self.events.record(event)
-        quarantine.store(self.spool, path, record, None)
+        self.store(path.name, path, record, None)
         return decision
 
     def record_retry(self, spool_file: SpoolFile, decision: Decision, started: float) -> None:
@@ -259,6 +300,7 @@ def run(config: Config, progress_factory: Callable[[int], Progress] | None = Non
         paths = list_complete(spool.incoming)
         progress = progress_factory(len(paths)) if progress_factory else None
         with EventLog(config.var_dir) as events:
+            alert_if_set_aside(config, spool)
             gateway = Gateway(config, rules, make_scanner(config), events)
             _run_all(gateway, paths, summary, progress)
     summary.seconds = time.monotonic() - started
