@@ -36,6 +36,7 @@ from scanmail.mime.lines import MAX_LINE, Lines
 from scanmail.mime.part import Explosion, LimitExceeded, Limits, Part, safe_name
 
 MAX_HEADER_BLOCK = 1 << 20
+MAX_NAMES = 5000  # distinct attachment names per message (issue 14): past it, unchecked
 ALT_MAX = 1 << 20  # odd bodies up to this size get every lenient reading
 CARVE_ALWAYS = 2 << 20  # messages up to this size are always carved for base64 runs
 CARVE_MAX = 16 << 20  # ambiguous messages up to this size are carved (held in memory)
@@ -59,6 +60,7 @@ class Walker:
         self.decoded = 0
         self.top: Lines | None = None
         self.plain_base64: list[tuple[int, int]] = []  # well-formed base64 bodies (offsets)
+        self.names_seen: set[str] = set()  # bounded (issue 14): the record and event keep all
 
     # -- budget -----------------------------------------------------------------
     def charge(self, size: int) -> None:
@@ -71,6 +73,9 @@ class Walker:
             raise LimitExceeded(f"nesting deeper than {self.limits.max_depth}")
         if len(self.result.parts) >= self.limits.max_parts:
             raise LimitExceeded(f"more than {self.limits.max_parts} parts")
+        self.names_seen.update(part_names)
+        if len(self.names_seen) > MAX_NAMES:
+            raise LimitExceeded(f"more than {MAX_NAMES} attachment names")
         part = Part(len(self.result.parts), depth, content_type, origin, part_names)
         self.result.parts.append(part)
         return part

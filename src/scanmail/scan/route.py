@@ -30,6 +30,7 @@ from scanmail.spool import (
 )
 
 HEADER_PEEK = 64 << 10
+RECORD_NAMES = 1000  # attachment names a quarantine record lists (issue 14: bounded)
 _FRESH = re.compile(r"(.+)-[0-9a-f]{8}")  # spool.fresh_name(): a copy renamed to stay apart
 STALE_TMP_SECONDS = 86400  # no writer takes a day over one spool file
 
@@ -96,7 +97,7 @@ def record_for(
         qid=spool_file.qid, reason=reason, time=when,
         sender=spool_file.envelope.sender, recipients=spool_file.envelope.recipients,
         size=spool_file.message_size, viruses=viruses,
-        attachments=tuple(explosion.names), detail=detail,
+        attachments=tuple(explosion.names[:RECORD_NAMES]), detail=detail,
         message_id=headers.message_id, subject=headers.subject,
     )
 

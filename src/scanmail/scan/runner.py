@@ -34,6 +34,7 @@ from scanmail.errors import (
 from scanmail.events import Event, EventLog, alert_if_set_aside
 from scanmail.scan import alerts, route
 from scanmail.scan.decide import Decision, Judge
+from scanmail.scan.inflight import POISON_TRIES, Inflight
 from scanmail.scan.outage import Outage
 from scanmail.scan.rules import Rules, load_rules
 from scanmail.scan.scanner import Scanner, Target, TooLarge, make_scanner
@@ -94,6 +95,7 @@ class Gateway:
         ), config.scan_policy)
         self.lock = threading.Lock()  # the event database and the outage mark
         self.outage = Outage(config, self.spool, events, self.lock)
+        self.inflight = Inflight(config.var_dir)
 
     def process_one(self, path: Path) -> Decision:
         """Decide one incoming spool file and move it (or leave it, for a RETRY)."""
@@ -106,7 +108,21 @@ class Gateway:
         workdir = self.spool.tmp / f"{qid}_d"
         route.fresh_dir(workdir)
         try:
-            explosion, decision = self.decide(spool_file, workdir)
+            try:
+                earlier = self.inflight.begin(qid)
+            except OSError as exc:
+                raise SpoolError(f"{self.inflight.folder}: cannot mark {qid}: {exc.strerror}"
+                                 ) from exc
+            try:
+                if earlier >= POISON_TRIES:  # it killed the pass it was in, twice (OOM?)
+                    explosion, decision = mime.Explosion(), Decision(
+                        Verdict.QUARANTINE, Reason.UNCHECKED,
+                        detail=f"the scanning pass died {earlier} times while deciding it "
+                               "(out of memory?)")
+                else:
+                    explosion, decision = self.decide(spool_file, workdir)
+            finally:
+                self.inflight.end(qid)
             if decision.verdict is Verdict.RETRY:
                 self.record_retry(spool_file, decision, started)
                 return decision
@@ -302,15 +318,20 @@ def run(config: Config, progress_factory: Callable[[int], Progress] | None = Non
         with EventLog(config.var_dir) as events:
             alert_if_set_aside(config, spool)
             gateway = Gateway(config, rules, make_scanner(config), events)
-            _run_all(gateway, paths, summary, progress)
+            # Messages a dead pass was deciding go first, one at a time (see inflight).
+            marked = gateway.inflight.marked()
+            gateway.inflight.prune({path.name for path in paths})
+            _run_all(gateway, [p for p in paths if p.name in marked], summary, progress, 1)
+            _run_all(gateway, [p for p in paths if p.name not in marked], summary, progress)
     summary.seconds = time.monotonic() - started
     return summary
 
 
 def _run_all(
-    gateway: Gateway, paths: list[Path], summary: PassSummary, progress: Progress | None
+    gateway: Gateway, paths: list[Path], summary: PassSummary, progress: Progress | None,
+    workers: int = 0,
 ) -> None:
-    workers = max(1, gateway.config.scan_workers)
+    workers = max(1, workers or gateway.config.scan_workers)
     pending: set[Future[Decision]] = set()
     queue = iter(paths)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="scan") as pool:
