@@ -147,16 +147,15 @@ def standard_readings(header_block: bytes) -> set[str]:
 def header_values(header_block: bytes) -> list[tuple[str, str]]:
     """(lower-case name, unfolded value) for each header line; lenient about line ends."""
     text = header_block.decode("utf-8", "surrogateescape")
-    values: list[tuple[str, str]] = []
+    pieces: list[tuple[str, list[str]]] = []  # joined once at the end: linear (issue 14)
     for line in re.split(r"\r?\n|\r", text):
-        if line[:1] in (" ", "\t") and values:
-            name, value = values[-1]
-            values[-1] = (name, value + " " + line.strip())
+        if line[:1] in (" ", "\t") and pieces:
+            pieces[-1][1].append(line.strip())
             continue
         name, sep, value = line.partition(":")
         if sep and name.strip() and " " not in name.strip():
-            values.append((name.strip().lower(), value.strip()))
-    return values
+            pieces.append((name.strip().lower(), [value.strip()]))
+    return [(name, " ".join(parts)) for name, parts in pieces]
 
 
 def names_from_headers(header_block: bytes) -> list[str]:
