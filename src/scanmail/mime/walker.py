@@ -169,7 +169,7 @@ class Walker:
                                                   *BINHEX_ENCODINGS):
             if odd:
                 self.result.defects.append(odd)
-            self.alternates(part, lines, start, end, head.encodings)
+            self.alternates(part, lines, start, end, head.encodings, bool(odd or head.odd))
         self.after_leaf(part, encapsulated=ctype in MESSAGE_TYPES)
         return ended
 
@@ -253,12 +253,17 @@ class Walker:
 
     # -- every reading of an ambiguous body -------------------------------------------
     def alternates(
-        self, part: Part, lines: Lines, start: int, end: int, encodings: tuple[str, ...]
+        self, part: Part, lines: Lines, start: int, end: int, encodings: tuple[str, ...],
+        odd: bool = True,
     ) -> None:
         """Decode an odd body in every common way; keep the readings that differ."""
-        if end - start > ALT_MAX:
+        if end - start > ALT_MAX and not odd:  # a plain uuencode, yEnc or BinHex body
             self.result.defects.append(f"part {part.index}: too large for lenient readings")
             return
+        if end - start > ALT_MAX:
+            # Padding a hiding body past the cap must not get it delivered (issue 14).
+            raise LimitExceeded(f"part {part.index}: odd body of {end - start} bytes, over "
+                                f"the {ALT_MAX} bytes its lenient readings may take")
         raw = lines.read_raw(start, end)
         seen = {_digest_file(part.path)} if part.path else set()
         for data in _readings(raw, encodings):
@@ -270,8 +275,11 @@ class Walker:
     def carve(self, lines: Lines) -> None:
         """Base64 runs anywhere in the raw message, whatever its structure says."""
         size = lines.offset
-        if size > CARVE_MAX or (size > CARVE_ALWAYS and not self.result.defects):
+        if size > CARVE_ALWAYS and not self.result.defects:
             return
+        if size > CARVE_MAX:  # ambiguous, and too large to carve: never passed (issue 14)
+            raise LimitExceeded(f"odd message of {size} bytes, over the {CARVE_MAX} bytes "
+                                "base64 carving may take")
         raw = lines.read_raw(0, size)
         if _LONE_CR.search(raw):
             raw = raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n")

@@ -1,0 +1,40 @@
+"""Issue 14, item 5: a message too large for one of its lenient readings is unchecked.
+
+Before, an odd body past ALT_MAX (1 MB) or an odd message past CARVE_MAX (16 MB) only got
+a defect note, so padding a hiding message with white space got it delivered clean.
+Real `scanmail --once` processes with the real clamd.
+"""
+
+from __future__ import annotations
+
+import base64
+import subprocess
+import sys
+
+from mail import RCPT, SENDER, enqueue
+from scanmail.mime.walker import ALT_MAX
+from scanmail.testing import eicar
+
+START = "from scanmail.cli.scan import main; main()"
+
+
+def padded(padding: int) -> bytes:
+    """An attachment with two transfer encodings (an odd part) padded with blank lines."""
+    payload = base64.encodebytes(b"harmless words " * 10 + eicar()).replace(b"\n", b"\r\n")
+    return (
+        f"From: {SENDER}\r\nTo: {RCPT}\r\nSubject: padded\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/mixed; boundary="b0"\r\n\r\n'
+        "--b0\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n"
+        '--b0\r\nContent-Type: application/octet-stream; name="a.bin"\r\n'
+        "Content-Transfer-Encoding: quoted-printable\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+    ).encode() + payload + b" \r\n" * (padding // 3) + b"--b0--\r\n"
+
+
+def test_an_odd_body_past_the_lenient_readings_cap_is_unchecked(spool_root, write_env):
+    env = write_env()
+    path = enqueue(spool_root, padded(ALT_MAX + 100_000))
+    done = subprocess.run([sys.executable, "-c", START, "--config", str(env), "--once"],
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    record = (spool_root / "quarantine" / f"{path.name}.d" / "record").read_text()
+    assert "Reason: unchecked" in record and "lenient readings" in record, record
