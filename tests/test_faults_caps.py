@@ -11,6 +11,8 @@ import base64
 import subprocess
 import sys
 
+import pytest
+
 from mail import RCPT, SENDER, enqueue
 from scanmail.mime.walker import ALT_MAX
 from scanmail.testing import eicar
@@ -38,3 +40,29 @@ def test_an_odd_body_past_the_lenient_readings_cap_is_unchecked(spool_root, writ
     assert done.returncode == 0, done.stderr
     record = (spool_root / "quarantine" / f"{path.name}.d" / "record").read_text()
     assert "Reason: unchecked" in record and "lenient readings" in record, record
+
+
+def hidden_behind(boundary_param: str, delimiter: str) -> bytes:
+    """A banned attachment in a part only a reading of that boundary finds."""
+    return (
+        f"From: {SENDER}\r\nTo: {RCPT}\r\nSubject: boundary\r\nMIME-Version: 1.0\r\n"
+        f"Content-Type: multipart/mixed; boundary={boundary_param}\r\n\r\n"
+        f"--{delimiter}\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n"
+        f'--{delimiter}\r\nContent-Type: application/octet-stream; name="run.scr"\r\n'
+        "Content-Transfer-Encoding: base64\r\n\r\nTVo=\r\n"
+        f"--{delimiter}--\r\n"
+    ).encode()
+
+
+@pytest.mark.parametrize(("param", "delimiter"), [
+    ('"a; boundary=b"', "a; boundary=b"),  # a boundary= value that contains boundary=
+    ('" "', " "),  # a boundary that is only white space
+], ids=["boundary-in-boundary", "blank-boundary"])
+def test_the_boundary_readings_that_were_missed(spool_root, write_env, param, delimiter):
+    env = write_env()
+    path = enqueue(spool_root, hidden_behind(param, delimiter))
+    done = subprocess.run([sys.executable, "-c", START, "--config", str(env), "--once"],
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    record = (spool_root / "quarantine" / f"{path.name}.d" / "record").read_text()
+    assert "Reason: banned" in record and "run.scr" in record, record
