@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from helpers.events import recorded, rows
-from scanmail.errors import SpoolError
 from scanmail.events import DB_NAME, Event, EventLog
 from scanmail.untrusted import one_line, storable
 
@@ -93,13 +92,16 @@ def test_storable_and_one_line() -> None:
     assert one_line("x" * 200) == "x" * 200
 
 
-def test_a_file_that_is_not_a_database_is_a_clear_spool_error(tmp_path: Path) -> None:
+def test_a_file_that_is_not_a_database_is_set_aside_and_a_new_one_started(tmp_path: Path) -> None:
+    # Mail matters more than statistics (issue 14): no SpoolError, the damage is kept aside.
     var = tmp_path / "var"
     var.mkdir()
     (var / DB_NAME).write_bytes(b"this is not a database" * 100)
-    with pytest.raises(SpoolError, match=r"events\.sqlite: cannot open event database: "):
-        EventLog(var)
-    assert (var / DB_NAME).read_bytes() == b"this is not a database" * 100  # left as it was
+    with EventLog(var) as events:
+        events.record(SCAN, quiet=True)
+        assert events.last("scan") == SCAN
+    [aside] = var.glob(f"{DB_NAME}.damaged-*")
+    assert aside.read_bytes() == b"this is not a database" * 100  # kept as it was
 
 
 def test_the_dry_run_log_leaves_no_trace(tmp_path: Path) -> None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -10,13 +13,25 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from scanmail import notify
+from scanmail.config import Config
 from scanmail.errors import SpoolError
+from scanmail.spool import Spool
 from scanmail.untrusted import one_line, storable
 from scanmail.verdict import EventKind
 
 log = logging.getLogger(__name__)
 
 DB_NAME = "events.sqlite"
+DAMAGED_MARK = "events-damaged"  # in SPOOL/var: a damaged database was set aside (issue 14)
+_DAMAGE = ("SQLITE_CORRUPT", "SQLITE_NOTADB")
+
+
+def is_damage(exc: sqlite3.Error) -> bool:
+    """Does this error say the database file itself is damaged (not locked, not full)?"""
+    name = str(getattr(exc, "sqlite_errorname", ""))
+    text = str(exc)
+    return name.startswith(_DAMAGE) or "malformed" in text or "not a database" in text
 
 # kind: what happened (verdict.EventKind). 'scan' rows are final decisions (one per spool
 # id, replaced when a crashed run decides again); the other kinds accumulate.
@@ -162,9 +177,20 @@ class EventLog:
         self.path = var_dir / DB_NAME
         self.lock = threading.Lock()  # one connection, shared by a pass's worker threads
         try:
-            self.db = sqlite3.connect(
-                self.path, timeout=30, isolation_level=None, check_same_thread=False
-            )
+            try:
+                self._open()
+            except sqlite3.DatabaseError as exc:
+                if not is_damage(exc):
+                    raise
+                self._set_aside(exc)
+        except sqlite3.Error as exc:
+            raise SpoolError(f"{self.path}: cannot open event database: {exc}") from exc
+
+    def _open(self) -> None:
+        self.db = sqlite3.connect(
+            self.path, timeout=30, isolation_level=None, check_same_thread=False
+        )
+        try:
             # WAL: the receiver, scanner, forwarder and reports use the database at once.
             # Switching a new database to WAL takes a lock sqlite does not wait for, so
             # programs that start together retry briefly.
@@ -172,8 +198,46 @@ class EventLog:
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.executescript(SCHEMA)
             _add_columns(self.db)
-        except sqlite3.Error as exc:
-            raise SpoolError(f"{self.path}: cannot open event database: {exc}") from exc
+        except BaseException:
+            self.db.close()
+            raise
+
+    def _set_aside(self, damage: sqlite3.Error) -> None:
+        """Rename a damaged database (and its -wal, -shm) aside and start a new one.
+
+        Mail matters more than statistics (issue 14): a damaged database no longer stops
+        scanning and forwarding. The move is noted in SPOOL/var/events-damaged, which the
+        next pass or forwarder run turns into one alert (take_damage_note()). Under a lock
+        file, and only if the database is still damaged once the lock is held, so two
+        programs meeting the damage at once set it aside once.
+        """
+        with contextlib.suppress(sqlite3.Error):
+            self.db.close()
+        fd = os.open(self.path.with_name("events.lock"), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW,
+                     0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                self._open()
+                row = self.db.execute("PRAGMA quick_check(1)").fetchone()
+                if row and row[0] == "ok":
+                    return  # set aside by another program meanwhile
+                self.db.close()
+            except sqlite3.DatabaseError as exc:
+                if not is_damage(exc):
+                    raise
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            aside = self.path.with_name(f"{DB_NAME}.damaged-{stamp}-{os.getpid()}")
+            for suffix in ("", "-wal", "-shm"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.rename(f"{self.path}{suffix}", f"{aside}{suffix}")
+            with open(self.path.with_name(DAMAGED_MARK), "a", encoding="utf-8") as note:
+                note.write(f"{aside.name} {one_line(str(damage))}\n")
+            log.error("%s is damaged (%s): set aside as %s, a new one started",
+                      self.path, one_line(str(damage)), aside.name)
+            self._open()
+        finally:
+            os.close(fd)
 
     @classmethod
     def nowhere(cls) -> EventLog:
@@ -198,11 +262,16 @@ class EventLog:
         """Store the event (a 'scan' event replaces an earlier one for the same qid) and log it."""
         verb = "INSERT OR REPLACE" if event.kind == "scan" else "INSERT"
         marks = ",".join("?" * len(COLUMNS))
+        sql = f"{verb} INTO events ({','.join(COLUMNS)}) VALUES ({marks})"
         try:
             with self.lock:
-                self.db.execute(
-                    f"{verb} INTO events ({','.join(COLUMNS)}) VALUES ({marks})", event.row()
-                )
+                try:
+                    self.db.execute(sql, event.row())
+                except sqlite3.DatabaseError as exc:
+                    if not is_damage(exc) or self.path == Path(":memory:"):
+                        raise
+                    self._set_aside(exc)
+                    self.db.execute(sql, event.row())
         except sqlite3.Error as exc:
             raise SpoolError(f"{self.path}: cannot record event: {exc}") from exc
         if not quiet:
@@ -243,3 +312,28 @@ class EventLog:
             args.append(qid)
         row = self.db.execute(sql + " ORDER BY time DESC, id DESC LIMIT 1", args).fetchone()
         return Event.from_row(row) if row else None
+
+
+def take_damage_note(var_dir: Path) -> str:
+    """What was set aside since the last call ('' if nothing): for one alert, by one caller."""
+    mark = var_dir / DAMAGED_MARK
+    try:
+        text = mark.read_text(encoding="utf-8", errors="replace")
+        os.unlink(mark)  # only the caller whose unlink succeeds sends the alert
+    except FileNotFoundError:
+        return ""
+    return text.strip()
+
+
+def alert_if_set_aside(config: Config, spool: Spool) -> bool:
+    """One alert for a damaged event database set aside (by this program or another)."""
+    note = take_damage_note(config.var_dir)
+    if note:
+        notify.alert_admin(
+            config, spool, "event database damaged: set aside, a new one started",
+            f"The event database {config.var_dir / DB_NAME} was damaged:\n\n  {note}\n\n"
+            "It was renamed aside (the name above) and a new, empty one started, so mail\n"
+            "keeps flowing; the statistics and the history before now are in the old\n"
+            "file, for sqlite3's .recover if you need them.\n",
+        )
+    return bool(note)

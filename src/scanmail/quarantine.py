@@ -12,6 +12,7 @@ is an event in the event database, with who did it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import re
 import shutil
@@ -24,7 +25,7 @@ from scanmail import durable
 from scanmail.durable import fsync_dir
 from scanmail.errors import GatewayError, MalformedSpoolFile, SpoolError
 from scanmail.events import Event, EventLog
-from scanmail.spool import Spool, is_complete, read_spool_file
+from scanmail.spool import Spool, fresh_name, is_complete, read_spool_file
 from scanmail.untrusted import one_line
 from scanmail.verdict import EventKind
 
@@ -97,12 +98,31 @@ def extras_dir(spool: Spool, qid: str) -> Path:
     return spool.quarantine / f"{qid}.d"
 
 
+def free_name(spool: Spool, qid: str) -> str:
+    """qid, or a fresh name if a message of that name is already in quarantine.
+
+    The pass alone puts messages into quarantine, under its run lock, so the name stays
+    free until store() renames the message in (and that rename never replaces anyway).
+    """
+    name = qid
+    for _ in range(100):
+        if not os.path.lexists(spool.quarantine / name):
+            return name
+        name = fresh_name(qid)
+    raise SpoolError(f"{spool.quarantine}: no free name for {qid}")
+
+
 def store(spool: Spool, message: Path, record: Record, workdir: Path | None) -> Path:
     """Quarantine a message: record and decoded parts first, then the spool file itself.
 
     The message moves last, in one rename, so it is in exactly one folder whatever
     happens; extras left by a crash before that rename are replaced on the next try.
+    A message of the same name already in quarantine is never overwritten: this one is
+    stored under a fresh name (record.qid says which; see free_name()).
     """
+    name = free_name(spool, record.qid)
+    if name != record.qid:
+        record = dataclasses.replace(record, qid=name)
     staging = spool.tmp / f"{record.qid}.q"
     final = extras_dir(spool, record.qid)
     try:
@@ -118,7 +138,7 @@ def store(spool: Spool, message: Path, record: Record, workdir: Path | None) -> 
         fsync_dir(spool.quarantine)
     except OSError as exc:
         raise SpoolError(f"{final}: cannot write quarantine record: {exc.strerror}") from exc
-    return spool.move(message, "quarantine")
+    return spool.place(message, "quarantine", name)
 
 
 def read_record(spool: Spool, qid: str) -> Record:
@@ -235,10 +255,8 @@ def release(
         if finding and not force:
             raise QuarantineError(f"{qid}: rescan: {finding}; kept (--force releases it)")
         note = f", forced past rescan: {finding}" if finding else ", rescanned clean"
-    if (spool.outgoing / qid).exists():
-        raise QuarantineError(f"{qid}: a file of that name is already in outgoing")
     os.utime(path)
-    target = spool.move(path, "outgoing")
+    target = spool.move(path, "outgoing")  # a fresh name if outgoing has one of this name
     events.record(_admin_event(EventKind.RELEASE, record, f"by {who}{note}"))
     _drop_extras(spool, qid)
     return target

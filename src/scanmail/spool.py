@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import fcntl
 import itertools
@@ -207,28 +208,103 @@ class Spool:
         chunks: Iterable[bytes],
         qid: str | None = None,
         complete: bool = True,
+        replace: bool = False,
     ) -> Path:
-        """Write a spool file atomically: build it in tmp/, fsync, mark complete, rename in."""
+        """Write a spool file atomically: build it in tmp/, fsync, mark complete, rename in.
+
+        A file of that name already in folder is never overwritten (issue 14): the new
+        one gets a fresh name (see place()), unless replace (a file rewriting itself).
+        """
         qid = qid or self.new_qid()
         target = self.folder(folder) / qid
+        data = itertools.chain([envelope.to_bytes()], chunks)
+        mode = COMPLETE_MODE if complete else INCOMPLETE_MODE
         try:
-            durable.write_file(target, itertools.chain([envelope.to_bytes()], chunks),
-                               COMPLETE_MODE if complete else INCOMPLETE_MODE,
-                               partial=self.tmp / qid)
+            if replace:
+                durable.write_file(target, data, mode, partial=self.tmp / qid)
+                return target
+            built = self.tmp / f"{qid}.new"
+            durable.write_file(built, data, mode, partial=self.tmp / qid)
         except OSError as exc:
             raise SpoolError(f"{target}: cannot write spool file: {exc.strerror}") from exc
-        return target
+        try:
+            return self.place(built, folder, qid)
+        except SpoolError:
+            with contextlib.suppress(OSError):
+                os.unlink(built)
+            raise
 
     def move(self, path: Path, folder: str) -> Path:
-        """Rename a spool file into another folder of the same spool, durably."""
-        target = self.folder(folder) / path.name
+        """Rename a spool file into another folder of the same spool, durably.
+
+        Never over a file of the same name (the real Obtuse smtpd makes names unique only
+        within incoming): the moved file then gets a fresh name.
+        """
+        return self.place(path, folder, path.name)
+
+    def place(self, path: Path, folder: str, name: str) -> Path:
+        """Rename path to folder/name, or to a fresh name if that one is taken; durably."""
         try:
-            os.rename(path, target)
+            target = rename_fresh(path, self.folder(folder), name)
             durable.fsync_dir(target.parent)
             durable.fsync_dir(path.parent)
         except OSError as exc:
             raise SpoolError(f"{path}: cannot move to {folder}: {exc.strerror}") from exc
         return target
+
+
+def fresh_name(name: str) -> str:
+    """name with a random tail: the name a file gets when its own is taken."""
+    return f"{name[:100]}-{secrets.token_hex(4)}"
+
+
+def rename_fresh(path: Path, folder: Path, name: str, taken: tuple[str, ...] = ()) -> Path:
+    """Rename path into folder as name, or name-<random> if a file of that name is there.
+
+    Race-free: the rename itself refuses an existing target (renameat2 RENAME_NOREPLACE),
+    so nothing another process puts there between a check and the rename is overwritten.
+    A name is also taken if folder holds name+suffix for a suffix in taken (the
+    quarantine's <qid>.d extras).
+    """
+    for attempt in range(100):
+        candidate = name if attempt == 0 else fresh_name(name)
+        if any(os.path.lexists(folder / (candidate + suffix)) for suffix in taken):
+            continue
+        target = folder / candidate
+        try:
+            rename_noreplace(path, target)
+        except FileExistsError:
+            continue
+        return target
+    raise OSError(errno.EEXIST, f"no free name for {name} in {folder}")
+
+
+_RENAME_NOREPLACE = 1
+_libc: ctypes.CDLL | None = None
+
+
+def rename_noreplace(src: Path, dst: Path) -> None:
+    """rename(2) that fails with FileExistsError instead of replacing dst.
+
+    renameat2(RENAME_NOREPLACE) where the kernel and the filesystem have it; elsewhere
+    link(2), which never replaces either, then unlink (a crash between the two leaves
+    the file under both names: never lost).
+    """
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+    function = getattr(_libc, "renameat2", None)
+    if function is not None:
+        at_fdcwd = -100
+        result = function(at_fdcwd, os.fsencode(src), at_fdcwd, os.fsencode(dst),
+                          _RENAME_NOREPLACE)
+        if result == 0:
+            return
+        code = ctypes.get_errno()
+        if code not in (errno.ENOSYS, errno.EINVAL):
+            raise OSError(code, os.strerror(code), str(src), None, str(dst))
+    os.link(src, dst, follow_symlinks=False)
+    os.unlink(src)
 
 
 def mark_complete(path: Path, durable: bool = True) -> None:
@@ -264,8 +340,11 @@ def run_lock(path: Path) -> Iterator[bool]:
                 yield False
                 return
             raise
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        except OSError as exc:  # a full disk (issue 14): exit 74, not a traceback
+            raise SpoolError(f"{path}: cannot write lock file: {exc.strerror}") from exc
         yield True
     finally:
         os.close(fd)

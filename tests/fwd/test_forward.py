@@ -156,8 +156,10 @@ def test_partial_4xx_writes_sent_lines_so_retries_never_repeat(config: Config, s
     sink.handler.rcpt_replies = {"carol@corp.example": ["452 4.2.2 Mailbox full"]}
     path = queue(config, "bob@corp.example", "carol@corp.example")
     forwarder = Forwarder(config)
+    before = path.read_bytes()
     assert forwarder.run_pass().deferred == 1
-    envelope = read_spool_file(path).envelope
+    assert path.read_bytes() == before  # the progress is appended to var/fwd/<qid>.sent
+    envelope = forwarder.sent.merged(read_spool_file(path)).envelope
     assert (envelope.recipients, envelope.sent) == (("carol@corp.example",), ("bob@corp.example",))
     assert stat.S_IMODE(path.stat().st_mode) == 0o750
     assert read_spool_file(path).read_message() == MESSAGE

@@ -1,7 +1,8 @@
 """The forwarder: delivers complete spool files in outgoing to the internal mail server.
 
-Each recipient the relay accepts is written back as a SENT line (an atomic rewrite) before
-anything else happens, so a retry never delivers twice (issue 3). Temporary failures are
+Each recipient the relay accepts is recorded as a SENT line appended to SPOOL/var/fwd/<qid>.sent
+(fsynced, in room reserved before the transaction) before anything else happens, so a retry
+never delivers twice (issues 3 and 14; see sentlog). Temporary failures are
 retried with growing delays, kept in SPOOL/var/fwd/<qid>.json; permanent ones get an
 RFC 3464 report to the sender and the file goes to failed/, never deleted.
 """
@@ -21,9 +22,10 @@ from scanmail import dsnparams
 from scanmail.config import Config
 from scanmail.durable import fsync_dir
 from scanmail.errors import MalformedSpoolFile, SpoolError, TempFailure
-from scanmail.events import Event, EventLog
+from scanmail.events import Event, EventLog, alert_if_set_aside
 from scanmail.fwd import bounce
 from scanmail.fwd.retry import STATE_FOLDER, RetryFolder, RetryState
+from scanmail.fwd.sentlog import SentLog
 from scanmail.fwd.transport import Attempt, RelayDown, Reply, Transport, open_transport
 from scanmail.hops import count_hops, loop_reply
 from scanmail.humanize import plural
@@ -69,6 +71,7 @@ class Forwarder:
         self.clock = clock
         self.spool = Spool(config.spool_dir)
         self.retries = RetryFolder(self.spool.var / STATE_FOLDER, clock)
+        self.sent = SentLog(self.spool.var / STATE_FOLDER)
         self.max_age = config.fwd_max_age_days * 86400.0
         self.unreadable: set[str] = set()  # alerted this run: one alert per file, not per pass
 
@@ -85,6 +88,7 @@ class Forwarder:
         self.retries.prune({path.name for path in files})
         live = {path.name for path in files} | {p.name for p in list_complete(self.spool.incoming)}
         dsnparams.prune(self.spool.var, live, self.max_age + 86400)
+        self.sent.prune({path.name for path in files})
         todo: queue.Queue[Path] = queue.Queue()
         for path in files:
             if flush or self.retries.load(path).next_try <= now:
@@ -95,6 +99,8 @@ class Forwarder:
         if not workers:
             return report
         with EventLog(self.config.var_dir) as events:  # one connection, shared by the workers
+            if alert_if_set_aside(self.config, self.spool):
+                report.queued += 1  # delivered by the extra pass of --once
             abort = stop or threading.Event()
             with ThreadPoolExecutor(workers, thread_name_prefix="fwd") as pool:
                 futures = [
@@ -136,7 +142,7 @@ class Forwarder:
     ) -> None:
         """Deliver one spool file to its pending recipients and settle the outcome."""
         try:
-            message = read_spool_file(path)
+            message = self.sent.merged(read_spool_file(path))
         except FileNotFoundError:
             return
         except PermissionError:
@@ -155,7 +161,11 @@ class Forwarder:
                         message.qid, hops)
             attempt = Attempt().refuse(pending, Reply(554, loop_reply(hops, self.config.max_hops)))
         else:
-            attempt = transport.deliver(message, pending) if pending else Attempt()
+            attempt = Attempt()
+            if pending:
+                self.sent.reserve(message, pending)  # no room: SpoolError before anything is sent
+                attempt = transport.deliver(message, pending)
+                self.sent.record(message, attempt.delivered)
         self.settle(message, state, attempt, transport.name, events, report)
 
     def _expire_unreachable(
@@ -170,7 +180,7 @@ class Forwarder:
                 report.deferred += 1
                 continue
             try:
-                message = read_spool_file(path)
+                message = self.sent.merged(read_spool_file(path))
             except (OSError, MalformedSpoolFile):
                 continue
             pending = [r for r in message.envelope.recipients if r not in state.failed]
@@ -206,11 +216,13 @@ class Forwarder:
             if notice is not None:
                 with report.lock:
                     report.queued += 1
-        if delivered and (deferred or failed or state.failed):
-            # Progress first, atomically: a crash from here on never delivers these twice.
+        done = (*envelope.sent, *delivered)
+        if done and not deferred and (failed or state.failed):
+            # Off to failed/: the file itself then says who got it (the .sent log goes).
             remaining = tuple(r for r in envelope.recipients if r not in delivered)
-            sent = Envelope(envelope.sender, remaining, (*envelope.sent, *delivered))
-            path = self.spool.write("outgoing", sent, iter_message(message), qid=message.qid)
+            sent = Envelope(envelope.sender, remaining, tuple(dict.fromkeys(done)))
+            path = self.spool.write("outgoing", sent, iter_message(message), qid=message.qid,
+                                    replace=True)
         if failed:
             self._bounce(message, failed, remote, state.arrival, events, report)
             state.failed.update({rcpt: str(reply) for rcpt, reply in failed.items()})
@@ -223,11 +235,13 @@ class Forwarder:
             self._park(path, message, state, delivered, report)
             self.retries.drop(message.qid)
             dsnparams.drop(self.spool.var, message.qid)
+            self.sent.drop(message.qid)
             verdict = Delivery.FAILED
         else:
             self._remove(path)
             self.retries.drop(message.qid)
             dsnparams.drop(self.spool.var, message.qid)
+            self.sent.drop(message.qid)
             verdict = Delivery.DELIVERED
         report.count(verdict)
         details = [f"{rcpt}: {reply}" for rcpt, reply in {**failed, **deferred}.items()]

@@ -48,10 +48,15 @@ def read_head(header_block: bytes) -> Head:
         boundaries = {b for b in names.raw_readings(ctypes, ("boundary",)) if b}
         standard = Message(policy=compat32)
         standard["Content-Type"] = ctypes[0][:8192]  # Python's parameter parser is quadratic
+        python = ""
         with contextlib.suppress(Exception):
-            if standard.get_boundary():
-                boundaries.add(str(standard.get_boundary()))
+            python = str(standard.get_boundary() or "")
+        blank = any(b and not b.strip().strip("\"'") for b in boundaries)
         boundaries = {b.strip().strip("\"'") for b in boundaries if ";" not in b}
+        if python:  # Python's reading, even with a ';' in it ("a; boundary=b"): issue 14
+            boundaries.add(python.strip())
+        if blank:  # boundary=" ": a client that strips it splits at every "--" line
+            odd.append("blank boundary")
         if len(boundaries) > 1:
             odd.append("ambiguous boundary")
     encodings = tuple(dict.fromkeys(re.findall(r"[a-z0-9-]+", " ".join(ctes).lower())))
@@ -62,7 +67,8 @@ def read_head(header_block: bytes) -> Head:
     if main in ("application/mac-binhex40", "application/binhex") and not encodings:
         encodings = ("binhex",)
     return Head(
-        main, frozenset(b.encode("utf-8", "surrogateescape") for b in boundaries if b),
+        main, frozenset(b.encode("utf-8", "surrogateescape") for b in boundaries
+                        if b or "blank boundary" in odd),
         encodings, tuple(odd),
     )
 

@@ -15,9 +15,12 @@ from collections.abc import Iterable
 from email import message_from_bytes, policy
 from email.header import decode_header, make_header
 
+from scanmail.mime.part import LimitExceeded
+
 NAME_HEADERS = ("content-type", "content-disposition")
 NAME_KEYS = ("name", "filename")
 MAX_NAME = 1024
+MAX_NAME_PARAMS = 64  # "name" in one part's headers more often than this: cannot be checked
 MAX_VALUE = 16 << 10  # header values past this are read by their two ends
 
 # key[*N][*]=value: a lenient reading of one MIME parameter (RFC 2045 section 5.1, RFC 2231).
@@ -144,23 +147,27 @@ def standard_readings(header_block: bytes) -> set[str]:
 def header_values(header_block: bytes) -> list[tuple[str, str]]:
     """(lower-case name, unfolded value) for each header line; lenient about line ends."""
     text = header_block.decode("utf-8", "surrogateescape")
-    values: list[tuple[str, str]] = []
+    pieces: list[tuple[str, list[str]]] = []  # joined once at the end: linear (issue 14)
     for line in re.split(r"\r?\n|\r", text):
-        if line[:1] in (" ", "\t") and values:
-            name, value = values[-1]
-            values[-1] = (name, value + " " + line.strip())
+        if line[:1] in (" ", "\t") and pieces:
+            pieces[-1][1].append(line.strip())
             continue
         name, sep, value = line.partition(":")
         if sep and name.strip() and " " not in name.strip():
-            values.append((name.strip().lower(), value.strip()))
-    return values
+            pieces.append((name.strip().lower(), [value.strip()]))
+    return [(name, " ".join(parts)) for name, parts in pieces]
 
 
 def names_from_headers(header_block: bytes) -> list[str]:
     """Every attachment name a part's headers could be shown under, deduplicated, in order."""
     # No name or filename parameter anywhere, even with comments or folding inside the key.
-    if b"name" not in _COMMENT_OR_SPACE.sub(b"", header_block.lower()):
+    squeezed = _COMMENT_OR_SPACE.sub(b"", header_block.lower())
+    if b"name" not in squeezed:
         return []
+    if squeezed.count(b"name") > MAX_NAME_PARAMS:
+        # Hundreds of names per part cost minutes and gigabytes (issue 14), and no mail
+        # client shows them all: the message cannot be checked, never passed.
+        raise LimitExceeded(f"more than {MAX_NAME_PARAMS} name parameters in one part")
     found = standard_readings(header_block)
     found |= raw_readings(
         value for name, value in header_values(header_block) if name.startswith("content-")

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from scanmail.mime import archives, names, readings
+from scanmail.mime import archives, enclosed, names, readings
 from scanmail.mime.body import TEXT_SNIFF, Body
 from scanmail.mime.headers import (
     BINHEX_ENCODINGS,
@@ -36,14 +36,11 @@ from scanmail.mime.lines import MAX_LINE, Lines
 from scanmail.mime.part import Explosion, LimitExceeded, Limits, Part, safe_name
 
 MAX_HEADER_BLOCK = 1 << 20
+MAX_NAMES = 5000  # distinct attachment names per message (issue 14): past it, unchecked
 ALT_MAX = 1 << 20  # odd bodies up to this size get every lenient reading
 CARVE_ALWAYS = 2 << 20  # messages up to this size are always carved for base64 runs
 CARVE_MAX = 16 << 20  # ambiguous messages up to this size are carved (held in memory)
 _HEADER_LINE = re.compile(rb"[!-9;-~]+[ \t]*:|[ \t]")
-_ENCLOSED = re.compile(
-    rb"^(begin)(?:-base64)?[ \t]+[0-7]{3,4}[ \t]|^(=ybegin) |(\(This file must be converted)",
-    re.MULTILINE,
-)
 _UU_BEGIN = re.compile(rb"begin(-base64)?[ \t]++[0-7]{3,4}[ \t]++(\S[^\r\n]*+)")
 _LONE_CR = re.compile(rb"\r(?!\n)")
 # ClamAV unpacks these itself, in the raw message and in the decoded container, so a
@@ -65,6 +62,7 @@ class Walker:
         self.decoded = 0
         self.top: Lines | None = None
         self.plain_base64: list[tuple[int, int]] = []  # well-formed base64 bodies (offsets)
+        self.names_seen: set[str] = set()  # bounded (issue 14): the record and event keep all
 
     # -- budget -----------------------------------------------------------------
     def charge(self, size: int) -> None:
@@ -77,6 +75,9 @@ class Walker:
             raise LimitExceeded(f"nesting deeper than {self.limits.max_depth}")
         if len(self.result.parts) >= self.limits.max_parts:
             raise LimitExceeded(f"more than {self.limits.max_parts} parts")
+        self.names_seen.update(part_names)
+        if len(self.names_seen) > MAX_NAMES:
+            raise LimitExceeded(f"more than {MAX_NAMES} attachment names")
         part = Part(len(self.result.parts), depth, content_type, origin, part_names)
         self.result.parts.append(part)
         return part
@@ -203,7 +204,7 @@ class Walker:
                                                   *BINHEX_ENCODINGS):
             if odd:
                 self.result.defects.append(odd)
-            self.alternates(part, lines, start, end, head.encodings)
+            self.alternates(part, lines, start, end, head.encodings, bool(odd or head.odd))
         self.after_leaf(part, encapsulated=ctype in MESSAGE_TYPES)
         return ended
 
@@ -237,7 +238,7 @@ class Walker:
     ) -> bytes | None:
         inner = [*bounds, boundaries]
         child_default = "message/rfc822" if ctype == "multipart/digest" else "text/plain"
-        ended = self.skip_tomatch_boundary(lines, inner)  # the preamble
+        ended = self.skip_to_boundary(lines, inner)  # the preamble
         while True:
             if not ended:
                 self.result.defects.append("multipart without close delimiter")
@@ -248,10 +249,10 @@ class Walker:
             if level < len(inner) - 1:
                 return ended  # an enclosing boundary ends this multipart too
             if closing:
-                return self.skip_tomatch_boundary(lines, bounds)  # the epilogue
+                return self.skip_to_boundary(lines, bounds)  # the epilogue
             ended = self.entity(lines, inner, depth + 1, child_default)
 
-    def skip_tomatch_boundary(self, lines: Lines, bounds: list[frozenset[bytes]]) -> bytes | None:
+    def skip_to_boundary(self, lines: Lines, bounds: list[frozenset[bytes]]) -> bytes | None:
         while True:
             line, bol = lines.next()
             if not line:
@@ -287,15 +288,20 @@ class Walker:
 
     # -- every reading of an ambiguous body -------------------------------------------
     def alternates(
-        self, part: Part, lines: Lines, start: int, end: int, encodings: tuple[str, ...]
+        self, part: Part, lines: Lines, start: int, end: int, encodings: tuple[str, ...],
+        odd: bool = True,
     ) -> None:
         """Decode an odd body in every common way; keep the readings that differ."""
-        if end - start > ALT_MAX:
+        if end - start > ALT_MAX and not odd:  # a plain uuencode, yEnc or BinHex body
             self.result.defects.append(f"part {part.index}: too large for lenient readings")
             return
+        if end - start > ALT_MAX:
+            # Padding a hiding body past the cap must not get it delivered (issue 14).
+            raise LimitExceeded(f"part {part.index}: odd body of {end - start} bytes, over "
+                                f"the {ALT_MAX} bytes its lenient readings may take")
         raw = lines.read_raw(start, end)
         seen = {_digest_file(part.path)} if part.path else set()
-        for data in _readings(raw, encodings):
+        for data in enclosed.every_reading(raw, encodings):
             digest = hashlib.md5(data).digest()
             if digest not in seen:
                 seen.add(digest)
@@ -304,8 +310,11 @@ class Walker:
     def carve(self, lines: Lines) -> None:
         """Base64 runs anywhere in the raw message, whatever its structure says."""
         size = lines.offset
-        if size > CARVE_MAX or (size > CARVE_ALWAYS and not self.result.defects):
+        if size > CARVE_ALWAYS and not self.result.defects:
             return
+        if size > CARVE_MAX:  # ambiguous, and too large to carve: never passed (issue 14)
+            raise LimitExceeded(f"odd message of {size} bytes, over the {CARVE_MAX} bytes "
+                                "base64 carving may take")
         raw = lines.read_raw(0, size)
         if _LONE_CR.search(raw):
             raw = raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
@@ -342,7 +351,7 @@ class Walker:
         # Clients decode uuencode, yEnc and BinHex found in text bodies.
         whole = part.size <= len(head)
         text = part.content_type.startswith("text/")
-        markers = _markers(part.path) if text and not whole else _enclosed(head)
+        markers = enclosed.markers(part.path) if text and not whole else enclosed.enclosed(head)
         if b"begin" in markers:
             self.uudecode(part)
         if part.size <= ALT_MAX and markers & {b"=ybegin", b"(This file must be converted"}:
@@ -389,26 +398,6 @@ def _member_names(parent: str, found: list[str]) -> list[str]:
     return list(dict.fromkeys(n for n in (*full, *found, *bare) if n))
 
 
-def _readings(raw: bytes, encodings: tuple[str, ...]) -> Iterator[bytes]:
-    """Every reading of a raw body under each encoding its header names, and stacked."""
-    tried = [e for e in encodings if e not in IDENTITY] or ["base64", "quoted-printable"]
-    for encoding in tried:
-        if encoding in ("base64", "quoted-printable"):
-            yield from readings.readings(raw, encoding)
-        elif encoding in UU_ENCODINGS:
-            yield readings.uudecode(raw)
-        elif encoding in YENC_ENCODINGS:
-            yield readings.ydecode(raw)
-        elif encoding in BINHEX_ENCODINGS:
-            yield readings.binhex_decode(raw)
-        else:  # an encoding no one knows: try the common ones
-            yield from readings.readings(raw, "base64")
-            yield from readings.readings(raw, "quoted-printable")
-    if "base64" in tried and "quoted-printable" in tried:
-        yield from readings.readings(readings.qp_standard(raw), "base64")
-        yield readings.qp_standard(readings.b64_skip_junk(raw))
-
-
 def _gaps(ranges: list[tuple[int, int]], size: int) -> Iterator[tuple[int, int]]:
     """The stretches of [0, size) outside the given (sorted, disjoint) ranges."""
     pos = 0
@@ -418,23 +407,6 @@ def _gaps(ranges: list[tuple[int, int]], size: int) -> Iterator[tuple[int, int]]
         pos = max(pos, end)
     if pos < size:
         yield pos, size
-
-
-def _enclosed(data: bytes) -> set[bytes]:
-    if b"begin" not in data and b"(This file must" not in data:
-        return set()  # the common case, found at memchr speed
-    return {m.group(m.lastindex or 0) for m in _ENCLOSED.finditer(data)}
-
-
-def _markers(path: Path) -> set[bytes]:
-    """Which enclosed encodings (uuencode, yEnc, BinHex) a text body seems to hold."""
-    found: set[bytes] = set()
-    with open(path, "rb") as handle:
-        tail = b""
-        while chunk := handle.read(1 << 20):
-            found.update(_enclosed(tail + chunk))
-            tail = chunk[-64:]
-    return found
 
 
 def _digest_file(path: Path | None) -> bytes:

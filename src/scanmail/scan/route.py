@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -29,6 +30,8 @@ from scanmail.spool import (
 )
 
 HEADER_PEEK = 64 << 10
+RECORD_NAMES = 1000  # attachment names a quarantine record lists (issue 14: bounded)
+_FRESH = re.compile(r"(.+)-[0-9a-f]{8}")  # spool.fresh_name(): a copy renamed to stay apart
 STALE_TMP_SECONDS = 86400  # no writer takes a day over one spool file
 
 
@@ -94,7 +97,7 @@ def record_for(
         qid=spool_file.qid, reason=reason, time=when,
         sender=spool_file.envelope.sender, recipients=spool_file.envelope.recipients,
         size=spool_file.message_size, viruses=viruses,
-        attachments=tuple(explosion.names), detail=detail,
+        attachments=tuple(explosion.names[:RECORD_NAMES]), detail=detail,
         message_id=headers.message_id, subject=headers.subject,
     )
 
@@ -110,9 +113,32 @@ def _with_header(spool_file: SpoolFile, header: str) -> Iterator[bytes]:
 
 def fresh_dir(path: Path) -> None:
     """An empty private folder at path (a killed pass may have left one)."""
-    if path.exists():
-        shutil.rmtree(path)
-    path.mkdir(mode=0o700)
+    try:
+        if path.exists():
+            shutil.rmtree(path)
+        path.mkdir(mode=0o700)
+    except OSError as exc:  # a full disk (issue 14): exit 74, not a traceback
+        raise SpoolError(f"{path}: cannot make work folder: {exc.strerror}") from exc
+
+
+def _original_waits(spool: Spool, name: str, copied_ns: int) -> bool:
+    """Is the incoming file an incomplete outgoing copy was made of still there?
+
+    The copy has the original's name, or that name with a fresh tail if outgoing had the
+    name already. An incoming file of that name written after the copy is a new message
+    that came in again under the same name (the original was retired): not ours.
+    """
+    match = _FRESH.fullmatch(name)
+    for original in (name, match.group(1) if match else None):
+        if original is None:
+            continue
+        try:
+            st = os.stat(spool.incoming / original, follow_symlinks=False)
+        except FileNotFoundError:
+            continue
+        if st.st_mtime_ns <= copied_ns:
+            return True
+    return False
 
 
 def recover(spool: Spool) -> None:
@@ -132,7 +158,7 @@ def recover(spool: Spool) -> None:
                 st = entry.stat(follow_symlinks=False)
                 if is_complete(st.st_mode) or st.st_mode & 0o777 != INCOMPLETE_MODE:
                     continue
-                if (spool.incoming / entry.name).exists():
+                if _original_waits(spool, entry.name, st.st_mtime_ns):
                     os.unlink(entry.path)  # our own copy; the original is still in incoming
                 else:
                     mark_complete(Path(entry.path))  # killed between unlink and mark

@@ -1,14 +1,18 @@
 """The scanning pass: Gateway.process_one() decides and moves one message; run() does them all.
 
 One channel says "retry this message later": a Decision with Verdict.RETRY. Its reason
-says whose fault it is: SCANNER_DOWN (the scanner gives no answer at all: the pass stops
-taking new messages) or SCAN_FAILED (the scanner failed on this message only: the pass
-goes on, and after SCAN_FAILURES_MAX passes the message is held as unchecked).
+says whose fault it is: SCANNER_DOWN (the scanner gives no answer at all, or fails a
+canary scan of the EICAR test string: the pass stops taking new messages) or SCAN_FAILED
+(the scanner failed on this message only: the pass goes on, and after SCAN_FAILURES_MAX
+passes the message is held as unchecked).
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
+import secrets
 import shutil
 import threading
 import time
@@ -21,19 +25,28 @@ from pathlib import Path
 from scanmail import mime, quarantine
 from scanmail.config import Config
 from scanmail.digest import Digest
-from scanmail.errors import GatewayError, MalformedSpoolFile, ScanFailed, ScannerUnavailable
-from scanmail.events import Event, EventLog
+from scanmail.errors import (
+    GatewayError,
+    MalformedSpoolFile,
+    ScanFailed,
+    ScannerUnavailable,
+    SpoolError,
+)
+from scanmail.events import Event, EventLog, alert_if_set_aside
 from scanmail.scan import alerts, route
 from scanmail.scan.decide import Decision, Judge
+from scanmail.scan.inflight import POISON_TRIES, Inflight
 from scanmail.scan.outage import Outage
 from scanmail.scan.rules import Rules, load_rules
-from scanmail.scan.scanner import Scanner, make_scanner
+from scanmail.scan.scanner import Scanner, Target, TooLarge, make_scanner
 from scanmail.spool import Spool, SpoolFile, list_complete, read_spool_file, run_lock
+from scanmail.testing import eicar
 from scanmail.verdict import EventKind, Reason, Verdict
 
 log = logging.getLogger(__name__)
 
 LOCK_NAME = "scanmail.lock"
+STORE_FAILING = "quarantine-failing"  # in SPOOL/var: qids whose store failed, alerted once
 SCAN_FAILURES_MAX = 3  # passes a message may fail the scanner before it is held unchecked
 
 
@@ -84,6 +97,7 @@ class Gateway:
         self.lock = threading.Lock()  # the event database and the outage mark
         self.outage = Outage(config, self.spool, events, self.lock)
         self.digest = Digest(config, self.spool)
+        self.inflight = Inflight(config.var_dir)
 
     def process_one(self, path: Path) -> Decision:
         """Decide one incoming spool file and move it (or leave it, for a RETRY)."""
@@ -96,7 +110,21 @@ class Gateway:
         workdir = self.spool.tmp / f"{qid}_d"
         route.fresh_dir(workdir)
         try:
-            explosion, decision = self.decide(spool_file, workdir)
+            try:
+                earlier = self.inflight.begin(qid)
+            except OSError as exc:
+                raise SpoolError(f"{self.inflight.folder}: cannot mark {qid}: {exc.strerror}"
+                                 ) from exc
+            try:
+                if earlier >= POISON_TRIES:  # it killed the pass it was in, twice (OOM?)
+                    explosion, decision = mime.Explosion(), Decision(
+                        Verdict.QUARANTINE, Reason.UNCHECKED,
+                        detail=f"the scanning pass died {earlier} times while deciding it "
+                               "(out of memory?)")
+                else:
+                    explosion, decision = self.decide(spool_file, workdir)
+            finally:
+                self.inflight.end(qid)
             if decision.verdict is Verdict.RETRY:
                 self.record_retry(spool_file, decision, started)
                 return decision
@@ -136,16 +164,37 @@ class Gateway:
         breaks the stream): after SCAN_FAILURES_MAX passes it is quarantined as unchecked
         rather than left to block the queue for ever.
         """
-        try:
-            self.judge.scanner.version()
-        except ScannerUnavailable as down:  # then the scanner is the fault
-            return Decision(Verdict.RETRY, Reason.SCANNER_DOWN, detail=str(down))
+        down = self.canary()
+        if down:  # then the scanner is the fault: the message stays, one outage alert
+            return Decision(Verdict.RETRY, Reason.SCANNER_DOWN, detail=down[:300])
         with self.lock:
             earlier = self.events.count("retry", spool_file.qid, Reason.SCAN_FAILED.value)
         if earlier + 1 >= SCAN_FAILURES_MAX:
             return Decision(Verdict.QUARANTINE, Reason.UNCHECKED,
                             detail=f"scanner failed {earlier + 1} times: {exc}"[:300])
         return Decision(Verdict.RETRY, Reason.SCAN_FAILED, detail=str(exc))
+
+    def canary(self) -> str:
+        """'' if the scanner finds the EICAR test string now; else what is wrong with it.
+
+        A scanner that answers VERSION but fails every scan is down, not the messages'
+        fault (issue 14): its health is judged by a scan, of a sample it must detect.
+        """
+        folder = self.spool.tmp / f"canary{secrets.token_hex(4)}_d"  # recover() clears *_d
+        try:
+            folder.mkdir(mode=0o700)
+            sample = folder / "eicar.com"
+            sample.write_bytes(eicar())
+            found = self.judge.scanner.scan(Target(sample), [], folder)
+        except ScannerUnavailable as exc:
+            return str(exc)
+        except (ScanFailed, TooLarge, OSError) as exc:
+            return f"the scanner fails a test scan: {exc}"
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        if not found.infected:
+            return "the scanner does not detect the EICAR test string"
+        return ""
 
     def event_for(
         self, spool_file: SpoolFile, headers: route.Headers, explosion: mime.Explosion,
@@ -178,28 +227,64 @@ class Gateway:
         """Alerts first (a crash may repeat them), then the record, then the message."""
         record = route.record_for(spool_file, headers, explosion, decision.reason.value,
                                   decision.viruses, decision.detail, event.time)
-        alerts.alert_admin(self.digest, record)
-        if (decision.reason is Reason.INFECTED and self.config.notify_sender
-                and spool_file.envelope.sender):
-            alerts.notify_sender(self.config, self.spool, record)
+        # The name it will have in quarantine (a fresh one if that one is taken), for the alerts.
+        record = dataclasses.replace(record, qid=quarantine.free_name(self.spool, record.qid))
+        if not self.store_failing(spool_file.qid):  # its alerts went out on the first try
+            alerts.alert_admin(self.digest, record)
+            if (decision.reason is Reason.INFECTED and self.config.notify_sender
+                    and spool_file.envelope.sender):
+                alerts.notify_sender(self.config, self.spool, record)
         with self.lock:
             self.events.record(event)
-        quarantine.store(self.spool, spool_file.path, record, workdir)
+        self.store(spool_file.qid, spool_file.path, record, workdir)
+
+    def store_failing(self, qid: str) -> bool:
+        """Did storing this message in quarantine fail on an earlier pass (same streak)?"""
+        with self.lock:
+            try:
+                text = (self.config.var_dir / STORE_FAILING).read_text(errors="replace")
+            except FileNotFoundError:
+                return False
+        return qid in text.split()
+
+    def store(self, qid: str, path: Path, record: quarantine.Record,
+              workdir: Path | None) -> None:
+        """quarantine.store(), noting a failure so the next pass does not alert again.
+
+        A quarantine that cannot be written fails the pass (exit 74) until it is fixed;
+        the message's alerts go out once for that streak, not once per pass (issue 14).
+        """
+        mark = self.config.var_dir / STORE_FAILING
+        try:
+            quarantine.store(self.spool, path, record, workdir)
+        except SpoolError:
+            with self.lock, contextlib.suppress(OSError), open(mark, "a") as note:
+                note.write(f"{qid}\n")
+            raise
+        if self.store_failing(qid):
+            with self.lock, contextlib.suppress(OSError):
+                kept = [q for q in mark.read_text(errors="replace").split() if q != qid]
+                if kept:
+                    mark.write_text("".join(f"{q}\n" for q in kept))
+                else:
+                    mark.unlink()
 
     def quarantine_malformed(self, path: Path, why: str, started: float) -> Decision:
         decision = Decision(Verdict.QUARANTINE, Reason.MALFORMED, detail=why)
         size = path.stat().st_size
         record = quarantine.Record(
-            qid=path.name, reason=decision.reason.value, time=time.time(), sender="",
+            qid=quarantine.free_name(self.spool, path.name), reason=decision.reason.value,
+            time=time.time(), sender="",
             recipients=(), size=size, detail=why,
         )
-        alerts.alert_admin(self.digest, record)
+        if not self.store_failing(path.name):
+            alerts.alert_admin(self.digest, record)
         event = Event(kind=EventKind.SCAN, qid=path.name, size=size, verdict=decision.verdict.value,
                       reason=decision.reason.value, detail=why,
                       scan_ms=int((time.monotonic() - started) * 1000))
         with self.lock:
             self.events.record(event)
-        quarantine.store(self.spool, path, record, None)
+        self.store(path.name, path, record, None)
         return decision
 
     def record_retry(self, spool_file: SpoolFile, decision: Decision, started: float) -> None:
@@ -242,18 +327,24 @@ def run(config: Config, progress_factory: Callable[[int], Progress] | None = Non
         paths = list_complete(spool.incoming)
         progress = progress_factory(len(paths)) if progress_factory else None
         with EventLog(config.var_dir) as events:
+            alert_if_set_aside(config, spool)
             gateway = Gateway(config, rules, make_scanner(config), events)
             gateway.digest.flush()  # digests whose window passed while no mail came
-            _run_all(gateway, paths, summary, progress)
+            # Messages a dead pass was deciding go first, one at a time (see inflight).
+            marked = gateway.inflight.marked()
+            gateway.inflight.prune({path.name for path in paths})
+            _run_all(gateway, [p for p in paths if p.name in marked], summary, progress, 1)
+            _run_all(gateway, [p for p in paths if p.name not in marked], summary, progress)
             gateway.digest.flush()
     summary.seconds = time.monotonic() - started
     return summary
 
 
 def _run_all(
-    gateway: Gateway, paths: list[Path], summary: PassSummary, progress: Progress | None
+    gateway: Gateway, paths: list[Path], summary: PassSummary, progress: Progress | None,
+    workers: int = 0,
 ) -> None:
-    workers = max(1, gateway.config.scan_workers)
+    workers = max(1, workers or gateway.config.scan_workers)
     pending: set[Future[Decision]] = set()
     queue = iter(paths)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="scan") as pool:

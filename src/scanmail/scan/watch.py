@@ -110,10 +110,13 @@ class ScanService:
             decision = gateway.process_one(self.spool.incoming / name)
         except FileNotFoundError:
             return  # moved by the admin meanwhile
-        except GatewayError as exc:  # the spool itself failed: stop the service
-            log.error("%s", exc)
-            self.error = self.error or exc
-            self.stop.set()
+        except GatewayError as exc:
+            # The spool failed (a full disk, a folder it cannot write): the service survives
+            # (issue 14); the file stays in incoming and the sweep after a pause retries it.
+            log.error("pass failed, next try in %.0f s: %s", SCANNER_RETRY, exc)
+            self.down_until = time.monotonic() + SCANNER_RETRY
+            if self.watch is not None:
+                self.watch.nudge()
             return
         if decision.verdict is Verdict.RETRY and decision.reason is Reason.SCANNER_DOWN:
             self.down_until = time.monotonic() + SCANNER_RETRY
