@@ -7,6 +7,7 @@ no free tool writes, comes from the rarfile sdist's test files (tests/data/rar, 
 
 from __future__ import annotations
 
+import base64
 import gzip
 import io
 import os
@@ -325,3 +326,26 @@ def test_7z_scratch_is_inside_the_work_folder(tmp_path):
     work = tmp_path / "w"
     explode(message("fat", attachments=[("a.bin", fat)]), work)
     assert sorted(os.listdir(tmp_path)) == ["f", "w", "w.eml"]
+
+
+def test_one_unreadable_zip_member_hides_none_of_the_others(tmp_path: Path) -> None:
+    """Issue 14 item 6: a member that breaks while read; every later name is still listed."""
+    archive = tmp_path / "a.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as out:
+        out.writestr("first.txt", b"x" * 5000)
+        out.writestr("later.exe", b"MZ" + b"\0" * 100)
+    data = bytearray(archive.read_bytes())
+    start = data.index(b"first.txt") + len("first.txt")  # first local header's name end
+    data[start + 10 : start + 40] = b"\xff" * 30  # its deflate stream, now broken
+    mail = (b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n"
+            b"Content-Type: application/zip; name=a.zip\r\n"
+            b"Content-Transfer-Encoding: base64\r\n\r\n"
+            + base64.encodebytes(bytes(data)) + b"--b--\r\n")
+    work = tmp_path / "work-item6"
+    work.mkdir()
+    source = tmp_path / "item6.eml"
+    source.write_bytes(mail)
+    with open(source, "rb") as handle:
+        found = mime.explode(handle, work, mime.Limits())
+    assert "a.zip/later.exe" in found.names and "a.zip/first.txt" in found.names
+    assert any(defect.startswith("zip ") for defect in found.defects)

@@ -162,11 +162,14 @@ class Walker:
                             continue  # headers encrypted: the container's name is all
                     child = self.new_part(part.depth + 1, "application/octet-stream",
                                           member.origin, member_names)
-                    if member.data is not None:
-                        self.fill(child, member.data)
-                    elif member.chunks is not None:
-                        self.copy(child, member.chunks(), member.size,
-                                  keep=member.origin not in CLAMAV_UNPACKS)
+                    try:
+                        if member.data is not None:
+                            self.fill(child, member.data)
+                        elif member.chunks is not None:
+                            self.copy(child, member.chunks(), member.size,
+                                      keep=member.origin not in CLAMAV_UNPACKS)
+                    except archives.ArchiveError as exc:  # this member only: list the rest
+                        self.result.defects.append(f"{exc.kind} {part.index}: {exc.problem}")
         except archives.ArchiveError as exc:
             self.result.defects.append(f"{exc.kind} {part.index}: {exc.problem}")
 
