@@ -3,47 +3,16 @@ Postfix: real receiver on loopback, real spool, real forwarder, aiosmtpd sink as
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import smtplib
-import threading
-from collections.abc import Iterator
 
-from helpers.smtp_sink import Sink, free_port
+from helpers.receiver import running
+from helpers.smtp_sink import Sink
 from scanmail import dsnparams
-from scanmail.config import Config, load_config
+from scanmail.config import load_config
 from scanmail.fwd.forwarder import Forwarder
-from scanmail.smtpd import server
 from scanmail.spool import Envelope, Spool, list_complete, read_spool_file
 
 MESSAGE = b"From: ann@ext.example\r\nTo: bob@corp.example\r\nSubject: hi\r\n\r\nhello\r\n"
-
-
-@contextlib.contextmanager
-def running(config: Config) -> Iterator[int]:
-    port = free_port()
-    loop = asyncio.new_event_loop()
-    stop = asyncio.Event()
-    ready = threading.Event()
-
-    def main() -> None:
-        try:
-            loop.run_until_complete(
-                server.serve(config, stop, ("127.0.0.1", port), ready=lambda r: ready.set())
-            )
-        finally:
-            ready.set()
-            loop.close()
-
-    thread = threading.Thread(target=main, daemon=True)
-    thread.start()
-    assert ready.wait(10) and thread.is_alive(), "receiver did not start"
-    try:
-        yield port
-    finally:
-        loop.call_soon_threadsafe(stop.set)
-        thread.join(20)
-        assert not thread.is_alive()
 
 
 def test_dsn_parameters_kept_beside_the_spool_file(write_env) -> None:

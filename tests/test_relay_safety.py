@@ -6,18 +6,17 @@ Real receiver on loopback, real spool, real forwarder, raw sockets for the hosti
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import smtplib
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
+from helpers.receiver import running
 from helpers.smtp_sink import Sink, free_port
 from scanmail.admin.selfrelay import relay_to_self
 from scanmail.cli.scan import main as scan_main
@@ -25,40 +24,11 @@ from scanmail.config import Config, load_config
 from scanmail.fwd.bounded import MAX_REPLY_LINES
 from scanmail.fwd.forwarder import Forwarder
 from scanmail.fwd.transport import RelayDown, SmtpTransport
-from scanmail.smtpd import server
 from scanmail.spool import Envelope, Spool, list_complete, read_spool_file
 
 # The client (127.0.0.1) is NOT in RELAY_NETWORKS: it is the Internet here.
 LOCAL = {"LOCAL_DOMAINS": "corp.example", "RELAY_NETWORKS": "192.0.2.0/24"}
 MESSAGE = b"From: ann@ext.example\r\nTo: bob@corp.example\r\nSubject: hi\r\n\r\nhello\r\n"
-
-
-@contextlib.contextmanager
-def running(config: Config, port: int | None = None) -> Iterator[int]:
-    """server.serve in a thread on a loopback port; yields the port; always stops."""
-    port = port or free_port()
-    loop = asyncio.new_event_loop()
-    stop = asyncio.Event()
-    ready = threading.Event()
-
-    def main() -> None:
-        try:
-            loop.run_until_complete(
-                server.serve(config, stop, ("127.0.0.1", port), ready=lambda r: ready.set())
-            )
-        finally:
-            ready.set()
-            loop.close()
-
-    thread = threading.Thread(target=main, daemon=True)
-    thread.start()
-    assert ready.wait(10) and thread.is_alive(), "receiver did not start"
-    try:
-        yield port
-    finally:
-        loop.call_soon_threadsafe(stop.set)
-        thread.join(20)
-        assert not thread.is_alive()
 
 
 def folder(config: Config, name: str) -> list[Path]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import pwd
@@ -14,7 +13,6 @@ import ssl
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,11 +20,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from helpers.receiver import running
 from helpers.smtp_sink import free_port, wait_for_port
 from scanmail.admin.init import create_spool
 from scanmail.cli.smtpd import main as smtpd_main
 from scanmail.config import Config, load_config
-from scanmail.smtpd import acceptance, server
+from scanmail.smtpd import acceptance
 from scanmail.spool import list_complete, read_spool_file
 
 Env = dict[str, str]
@@ -42,34 +41,6 @@ MESSAGE = (
 )
 
 DIALOGUE = b"EHLO c\r\nMAIL FROM:<ann@ext.example>\r\nRCPT TO:<bob@corp.example>\r\nDATA\r\n"
-
-
-@contextlib.contextmanager
-def running(config: Config) -> Iterator[int]:
-    """server.serve in a thread on a free loopback port; yields the port; always stops."""
-    port = free_port()
-    loop = asyncio.new_event_loop()
-    stop = asyncio.Event()
-    ready = threading.Event()
-
-    def main() -> None:
-        try:
-            loop.run_until_complete(
-                server.serve(config, stop, ("127.0.0.1", port), ready=lambda r: ready.set())
-            )
-        finally:
-            ready.set()  # an exception here fails the test as an unhandled thread exception
-            loop.close()
-
-    thread = threading.Thread(target=main, daemon=True)
-    thread.start()
-    assert ready.wait(10) and thread.is_alive(), "receiver did not start"
-    try:
-        yield port
-    finally:
-        loop.call_soon_threadsafe(stop.set)
-        thread.join(20)
-        assert not thread.is_alive()
 
 
 @pytest.fixture

@@ -3,50 +3,19 @@ bounced later. Real receiver on loopback; the internal server is a real aiosmtpd
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
 import smtplib
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
+from helpers.receiver import running
 from helpers.smtp_sink import Sink, free_port
-from scanmail.config import Config, load_config
-from scanmail.smtpd import server
+from scanmail.config import load_config
 from scanmail.smtpd.recipients import RecipientsFile
 from scanmail.spool import list_complete
 
 LOCAL = {"LOCAL_DOMAINS": "corp.example", "RELAY_NETWORKS": "192.0.2.0/24"}
 MESSAGE = b"From: ann@ext.example\r\nTo: bob@corp.example\r\nSubject: hi\r\n\r\nhello\r\n"
-
-
-@contextlib.contextmanager
-def running(config: Config) -> Iterator[int]:
-    port = free_port()
-    loop = asyncio.new_event_loop()
-    stop = asyncio.Event()
-    ready = threading.Event()
-
-    def main() -> None:
-        try:
-            loop.run_until_complete(
-                server.serve(config, stop, ("127.0.0.1", port), ready=lambda r: ready.set())
-            )
-        finally:
-            ready.set()
-            loop.close()
-
-    thread = threading.Thread(target=main, daemon=True)
-    thread.start()
-    assert ready.wait(10) and thread.is_alive(), "receiver did not start"
-    try:
-        yield port
-    finally:
-        loop.call_soon_threadsafe(stop.set)
-        thread.join(20)
-        assert not thread.is_alive()
 
 
 def rcpt(port: int, *addresses: str) -> list[int]:
