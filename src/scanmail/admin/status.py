@@ -184,11 +184,17 @@ def relay_state(config: Config) -> str:
         return ""  # a local MTA takes the mail: nothing to probe
     where = f"{config.relay_host}:{config.relay_port}"
     try:
-        with socket.create_connection((config.relay_host, config.relay_port),
-                                      timeout=RELAY_PROBE_TIMEOUT):
-            return ""
+        sock = socket.create_connection((config.relay_host, config.relay_port),
+                                        timeout=RELAY_PROBE_TIMEOUT)
     except OSError as exc:
         return f"{where}: {exc.strerror or exc}"
+    with sock, contextlib.suppress(OSError), sock.makefile("rb") as replies:
+        # A polite probe: the greeting, then QUIT and its reply, so the server closes the
+        # session itself (no "lost connection" in its log). Connected is answer enough.
+        replies.readline(1024)
+        sock.sendall(b"QUIT\r\n")
+        replies.readline(1024)
+    return ""
 
 
 def gather(config: Config, max_wait: float, now: float | None = None) -> Status:
