@@ -9,13 +9,10 @@ Needs root (Postfix's daemons drop to the postfix user) and /usr/sbin/postfix:
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import email
 import logging
 import re
 import smtplib
-import threading
 import time
 from collections.abc import Iterator
 from email import policy
@@ -32,12 +29,12 @@ from helpers.postfix_instance import (
     free_ports,
     postfix_available,
 )
+from helpers.receiver import running
 from helpers.smtp_sink import Sink
 from scanmail import quarantine
 from scanmail.cli.scan import main as scan_main
 from scanmail.config import Config, load_config
 from scanmail.fwd.forwarder import Forwarder
-from scanmail.smtpd import server
 from scanmail.spool import Spool, list_complete
 from scanmail.testing import eicar
 
@@ -48,33 +45,6 @@ pytestmark = pytest.mark.skipif(
 
 SENDER = "ann@ext.example"
 BOB = "bob@corp.example"
-
-
-@contextlib.contextmanager
-def receiver(config: Config, port: int) -> Iterator[None]:
-    """scanmail-smtpd (server.serve) in a thread on 127.0.0.1:port; always stops."""
-    loop = asyncio.new_event_loop()
-    stop = asyncio.Event()
-    ready = threading.Event()
-
-    def main() -> None:
-        try:
-            loop.run_until_complete(
-                server.serve(config, stop, ("127.0.0.1", port), ready=lambda r: ready.set())
-            )
-        finally:
-            ready.set()
-            loop.close()
-
-    thread = threading.Thread(target=main, daemon=True)
-    thread.start()
-    assert ready.wait(10) and thread.is_alive(), "receiver did not start"
-    try:
-        yield
-    finally:
-        loop.call_soon_threadsafe(stop.set)
-        thread.join(20)
-        assert not thread.is_alive()
 
 
 def scan_and_forward(env: Path, config: Config) -> None:
@@ -142,7 +112,7 @@ def test_after_queue_filter_clean_infected_banned_and_xforward(write_env, sink: 
     banned = message("invoice", "Please pay.\n", [("invoice.pdf.exe", b"MZ not really")])
     infected = message("notes", "See the notes.\n", [("notes.txt", eicar())])
     spool_root = setup.config.spool_dir
-    with setup.postfix as postfix, receiver(setup.config, setup.filter_port):
+    with setup.postfix as postfix, running(setup.config, setup.filter_port):
         for data in (clean, banned, infected):
             assert send(setup.smtpd_port, [BOB], data) == {}
         postfix.wait_for_log(r"/scan/smtp\[\d+\]: .*status=sent .*queued as smtpd", count=3)
@@ -183,7 +153,7 @@ def test_scanmail_down_postfix_defers_then_delivers(write_env, sink: Sink) -> No
         deferred = postfix.wait_for_delivery("deferred", to=BOB)
         assert f"127.0.0.1]:{setup.filter_port}" in deferred.line or "refused" in deferred.line
         assert not postfix.queue_is_empty()
-        with receiver(setup.config, setup.filter_port):
+        with running(setup.config, setup.filter_port):
             postfix.flush()
             wait_until(lambda: len(list_complete(spool_root / "incoming")) == 1,
                        "the deferred message in incoming")
@@ -203,7 +173,7 @@ def test_unknown_recipient_refused_at_rcpt_in_front_of_postfix(write_env, sink: 
                     RELAY_HOST="127.0.0.1", RELAY_PORT=str(smtpd_port),
                     RECIPIENT_VERIFY="auto")
     config = load_config(env)
-    with instance, receiver(config, gateway_port):
+    with instance, running(config, gateway_port):
         with smtplib.SMTP("127.0.0.1", gateway_port) as smtp:
             smtp.ehlo("client.example")
             smtp.mail(SENDER)
@@ -218,7 +188,7 @@ def test_unknown_recipient_refused_at_rcpt_in_front_of_postfix(write_env, sink: 
 def test_notify_success_gives_postfixs_success_dsn_from_the_last_hop(write_env, sink: Sink) -> None:
     setup = AfterQueue(write_env, sink)
     spool_root = setup.config.spool_dir
-    with setup.postfix as postfix, receiver(setup.config, setup.filter_port):
+    with setup.postfix as postfix, running(setup.config, setup.filter_port):
         assert send(setup.smtpd_port, [BOB], message("receipt", "hi\n", []),
                     mail_options=["ENVID=envid-4711", "RET=HDRS"],
                     rcpt_options=["NOTIFY=SUCCESS", "ORCPT=rfc822;bob@corp.example"]) == {}
