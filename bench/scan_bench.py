@@ -15,6 +15,7 @@ import argparse
 import io
 import os
 import random
+import resource
 import shutil
 import subprocess
 import sys
@@ -170,6 +171,18 @@ def floor(socket_path: Path, root: Path) -> float:
     return time.monotonic() - started
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a running process has used, from /proc/PID/stat."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def scanmail_once(env: Path) -> tuple[float, int]:
     """Seconds and exit code of one `scanmail --once` process."""
     started = time.monotonic()
@@ -245,13 +258,22 @@ def main() -> None:
           f"{sum(v == 'quarantine' for v in expected.values())} to be quarantined")
 
     clamd.start()
+    assert clamd.process is not None
     floor_s = floor(clamd.socket, root)
+    floor_cpu = cpu_seconds(clamd.process.pid)
     clamd.stop()
     print(f"floor (clamd alone, INSTREAM x2): {floor_s:.2f} s, "
-          f"{len(expected) / floor_s:.1f} messages/s", flush=True)
+          f"{len(expected) / floor_s:.1f} messages/s, clamd CPU {floor_cpu:.1f} s", flush=True)
 
     clamd.start()  # a fresh clamd: an empty scan cache
+    assert clamd.process is not None
+    before = children_cpu()
     seconds, code = scanmail_once(env)
+    ours = children_cpu() - before  # scanmail and the tools it ran (7z)
+    clamd_cpu = cpu_seconds(clamd.process.pid)
+    print(f"CPU: clamd {clamd_cpu:.1f} s ({clamd_cpu / floor_cpu:.2f} of the floor's), "
+          f"scanmail and its tools {ours:.1f} s; "
+          f"{os.cpu_count()} cores", flush=True)
     wrong = [qid for qid, where in expected.items() if not (root / where / qid).exists()]
     print(f"scanmail --once: {seconds:.2f} s, {len(expected) / seconds:.1f} messages/s, "
           f"exit {code}, wrong verdicts {len(wrong)}")

@@ -29,19 +29,16 @@ def create(path: Path, mode: int = 0o600) -> int:
     return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
 
 
-def write_file(
-    target: Path, data: bytes | Iterable[bytes], mode: int = 0o600,
-    partial: Path | None = None,
-) -> None:
-    """Write data to target atomically and durably, with the given final mode.
+def write_synced(partial: Path, data: bytes | Iterable[bytes], mode: int = 0o600) -> None:
+    """Create partial afresh, write data, fsync it and give it its final mode.
 
-    partial is where the file is built (default: a dot name beside target, which no
-    reader of the folder takes); it must be on target's filesystem. Raises OSError, and
-    then no partial file is left behind.
+    The caller renames it into place and fsyncs that folder (the partial's own folder
+    needs no fsync: what must survive a crash is the name in the folder it moves to).
+    A writer killed mid-write left an old partial: it is removed first (unlink never
+    follows a link). Raises OSError, and then no partial file is left behind.
     """
-    partial = partial or target.with_name(f".{target.name}.partial")
     with contextlib.suppress(FileNotFoundError):
-        os.unlink(partial)  # left by a writer killed mid-write (unlink never follows a link)
+        os.unlink(partial)
     fd = create(partial)
     try:
         try:
@@ -53,6 +50,25 @@ def write_file(
             os.fchmod(fd, mode)
         finally:
             os.close(fd)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(partial)
+        raise
+
+
+def write_file(
+    target: Path, data: bytes | Iterable[bytes], mode: int = 0o600,
+    partial: Path | None = None,
+) -> None:
+    """Write data to target atomically and durably, with the given final mode.
+
+    partial is where the file is built (default: a dot name beside target, which no
+    reader of the folder takes); it must be on target's filesystem. Raises OSError, and
+    then no partial file is left behind.
+    """
+    partial = partial or target.with_name(f".{target.name}.partial")
+    write_synced(partial, data, mode)
+    try:
         os.replace(partial, target)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -223,12 +223,12 @@ class Spool:
             if replace:
                 durable.write_file(target, data, mode, partial=self.tmp / qid)
                 return target
-            built = self.tmp / f"{qid}.new"
-            durable.write_file(built, data, mode, partial=self.tmp / qid)
+            built = self.tmp / qid
+            durable.write_synced(built, data, mode)
         except OSError as exc:
             raise SpoolError(f"{target}: cannot write spool file: {exc.strerror}") from exc
         try:
-            return self.place(built, folder, qid)
+            return self.place(built, folder, qid, sync_source=False)  # tmp's state is moot
         except SpoolError:
             with contextlib.suppress(OSError):
                 os.unlink(built)
@@ -242,12 +242,17 @@ class Spool:
         """
         return self.place(path, folder, path.name)
 
-    def place(self, path: Path, folder: str, name: str) -> Path:
-        """Rename path to folder/name, or to a fresh name if that one is taken; durably."""
+    def place(self, path: Path, folder: str, name: str, sync_source: bool = True) -> Path:
+        """Rename path to folder/name, or to a fresh name if that one is taken; durably.
+
+        The source folder is fsynced too (a message must leave incoming for good), unless
+        it is tmp/, whose leftovers are never delivered (recover() removes them).
+        """
         try:
             target = rename_fresh(path, self.folder(folder), name)
             durable.fsync_dir(target.parent)
-            durable.fsync_dir(path.parent)
+            if sync_source:
+                durable.fsync_dir(path.parent)
         except OSError as exc:
             raise SpoolError(f"{path}: cannot move to {folder}: {exc.strerror}") from exc
         return target

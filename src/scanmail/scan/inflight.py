@@ -38,9 +38,12 @@ class Inflight:
     def begin(self, qid: str) -> int:
         """Mark qid as being decided; return the number of earlier passes that died on it."""
         earlier = self.tries(qid)
-        self.folder.mkdir(mode=0o700, exist_ok=True)
-        fd = os.open(self.folder / qid, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW,
-                     0o600)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
+        try:
+            fd = os.open(self.folder / qid, flags, 0o600)
+        except FileNotFoundError:  # the first mark (the folder is made once, not per message)
+            self.folder.mkdir(mode=0o700, exist_ok=True)
+            fd = os.open(self.folder / qid, flags, 0o600)
         try:
             os.write(fd, f"{earlier + 1}\n".encode())
         finally:
