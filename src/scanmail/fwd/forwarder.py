@@ -23,10 +23,17 @@ from scanmail.config import Config
 from scanmail.durable import fsync_dir
 from scanmail.errors import MalformedSpoolFile, SpoolError, TempFailure
 from scanmail.events import Event, EventLog, alert_if_set_aside
-from scanmail.fwd import bounce
+from scanmail.fwd import bounce, transcript
 from scanmail.fwd.retry import STATE_FOLDER, RetryFolder, RetryState
 from scanmail.fwd.sentlog import SentLog
-from scanmail.fwd.transport import Attempt, RelayDown, Reply, Transport, open_transport
+from scanmail.fwd.transport import (
+    Attempt,
+    RelayDown,
+    Reply,
+    Transport,
+    open_transport,
+    relay_address,
+)
 from scanmail.hops import count_hops, loop_reply
 from scanmail.humanize import plural
 from scanmail.spool import (
@@ -185,7 +192,8 @@ class Forwarder:
                 continue
             pending = [r for r in message.envelope.recipients if r not in state.failed]
             reply = Reply(451, f"4.4.1 relay unreachable: {report.relay_down}")
-            self.settle(message, state, Attempt().refuse(pending, reply), "", events, report)
+            attempt = Attempt(relay=relay_address(self.config)).refuse(pending, reply)
+            self.settle(message, state, attempt, "", events, report)
 
     # -- outcomes ----------------------------------------------------------------------
 
@@ -244,19 +252,15 @@ class Forwarder:
             self.sent.drop(message.qid)
             verdict = Delivery.DELIVERED
         report.count(verdict)
-        details = [f"{rcpt}: {reply}" for rcpt, reply in {**failed, **deferred}.items()]
+        # One line to follow the message into the relay's log (transcript): the relay,
+        # its queue id, each recipient's reply and the data's.
         events.record(Event(
             kind=EventKind.DELIVERY, qid=message.qid, sender=envelope.sender,
             recipients=tuple(delivered) + tuple(failed) + tuple(deferred),
             size=message.message_size, verdict=verdict,
             reason="sent" if worst is None else str(worst.code),
-            detail=f"sent={len(delivered)} " + "; ".join(details),
+            detail=transcript.account(attempt),
         ))
-        if attempt.accepted is not None:
-            # One line to follow the message into the relay's log: its own queue id is there.
-            log.info("qid=%s event=relayed relay=%s rcpts=%s reply=%r", message.qid, remote,
-                     ",".join(f"<{one_line(r)}>" for r in delivered),
-                     one_line(str(attempt.accepted)))
 
     def _bounce(
         self,
