@@ -234,7 +234,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SMTP_TIMEOUT", "300", _float_range(1, 3600),
             "idle seconds before a client is dropped"),
     Setting("TLS_CERT", "", _text, "PEM certificate for STARTTLS (empty: no STARTTLS)"),
-    Setting("TLS_KEY", "", _text, "PEM private key for STARTTLS"),
+    Setting("TLS_KEY", "", _text, "PEM private key for STARTTLS, unencrypted, readable by "
+            "the service user (in Debian's /etc/ssl/private: adduser scanmail ssl-cert)"),
     Setting("FWD_INTERVAL", "30", _float_range(0.1, 86400),
             "seconds between the forwarder's sweeps of outgoing (files are taken as they land)"),
     Setting("FWD_CONCURRENCY", "4", _int_range(1, 256), "deliveries at once"),

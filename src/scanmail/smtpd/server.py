@@ -12,7 +12,6 @@ import logging
 import os
 import pwd
 import signal
-import ssl
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +21,7 @@ from scanmail.errors import ConfigError, TempFailure
 from scanmail.smtpd.acceptance import Policy
 from scanmail.smtpd.recipients import Verifier
 from scanmail.smtpd.session import Connections, GatewaySMTP, Handler
+from scanmail.smtpd.tls import tls_context
 from scanmail.spool import Spool
 
 log = logging.getLogger(__name__)
@@ -29,20 +29,6 @@ log = logging.getLogger(__name__)
 IDENT = "ESMTP scanmail"
 WRITE_THREADS = 16  # concurrent Spool.write calls: each waits on two fsyncs
 SHUTDOWN_GRACE = 30.0  # seconds a stop waits for messages being committed
-
-
-def tls_context(config: Config) -> ssl.SSLContext | None:
-    """The STARTTLS context when TLS_CERT and TLS_KEY are set; ConfigError if they are bad."""
-    if not config.tls_cert and not config.tls_key:
-        return None
-    if not (config.tls_cert and config.tls_key):
-        raise ConfigError("TLS_CERT and TLS_KEY must be set together")
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    try:
-        context.load_cert_chain(config.tls_cert, config.tls_key)
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(f"TLS_CERT/TLS_KEY: cannot load {config.tls_cert}: {exc}") from None
-    return context
 
 
 def drop_privileges(user: str) -> None:
