@@ -6,7 +6,6 @@ import ipaddress
 import os
 import re
 import shlex
-import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 from dotenv import dotenv_values
 
 from scanmail.errors import ConfigError
+from scanmail.hostname import own_name
 
 DEFAULT_SPOOL = Path("/var/spool/smtpd")
 ENV_NAME = "scanmail.env"
@@ -212,7 +212,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ALERT_FROM", "", _text,
             "sender of alerts and notices (default MAILER-DAEMON@<this host's name>)"),
     Setting("NOTIFY_SENDER", "no", _yes_no, "yes to send the sender a notice about a virus"),
-    Setting("HOSTNAME", "", _text, "this gateway's name in headers (default: the FQDN)"),
+    Setting("HOSTNAME", "", _text,
+            "this gateway's full name: its greeting, HELO, Received: and alerts (default: "
+            "the FQDN, never localhost while the host has another name)"),
     Setting("RELAY_HOST", "localhost", _nonempty, "the internal mail server"),
     Setting("RELAY_PORT", "25", _int_range(1, 65535), "its SMTP port"),
     Setting("LISTEN", "0.0.0.0:25", _listen, "where scanmail-smtpd listens"),
@@ -328,7 +330,7 @@ class Config:
         if problems:
             raise ConfigError(f"{source}: " + "; ".join(problems))
         config = cls(**parsed)
-        host = config.hostname or socket.getfqdn()
+        host = config.hostname or own_name()
         alert_from = config.alert_from or f"MAILER-DAEMON@{host}"
         return replace(config, hostname=host, alert_from=alert_from)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from scanmail import clamd_limits, quarantine
+from scanmail import clamd_limits, hostname, quarantine
 from scanmail.admin import show
 from scanmail.admin.selfrelay import relay_to_self
 from scanmail.admin.status import gather
@@ -265,9 +265,9 @@ def check_command(ctx: click.Context, files: tuple[Path, ...], rules_dir: Path |
         if not inspector.rules.bad:  # a missing file is an empty list: say so
             where = rules_dir or config.etc_dir
             click.echo(f"scanmail: warning: no patterns in {where / 'matches.bad'}", err=True)
-        loop = relay_to_self(config)
-        if loop:
-            click.echo(f"scanmail: warning: {loop}", err=True)
+        for warning in (relay_to_self(config), hostname.warning(config.hostname)):
+            if warning:
+                click.echo(f"scanmail: warning: {warning}", err=True)
         for warning in clamd_limits.warnings(config):
             click.echo(f"scanmail: warning: {warning}", err=True)
         code = ExitCode.OK
