@@ -16,6 +16,7 @@ import click
 
 from scanmail import clamd_limits, hostname, quarantine
 from scanmail.admin import show
+from scanmail.admin.listing import quarantine_lines
 from scanmail.admin.selfrelay import relay_to_self
 from scanmail.admin.status import gather
 from scanmail.cli import exit_codes, shared_options, start
@@ -130,22 +131,15 @@ def quarantine_group() -> None:
               help="Only mail quarantined for this reason.")
 @click.pass_context
 def list_command(ctx: click.Context, since: float | None, reason: str | None) -> None:
-    """List quarantined mail, newest first.
+    """List quarantined mail, newest first, in aligned columns.
 
-    Columns: id, time, reason, virus or banned name, sender, recipients, size.
+    Columns: id, age, reason, virus or banned name, sender, recipients, size.
     """
     with admin(ctx) as config:
-        for record in quarantine.records(spool_of(config)):
-            if (since is None or record.time >= since) and reason in (None, record.reason):
-                click.echo(list_line(record))
-
-
-def list_line(record: quarantine.Record) -> str:
-    stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(record.time))
-    rcpts = ",".join(record.recipients[:3]) + (",..." if len(record.recipients) > 3 else "")
-    what = record.what if len(record.what) <= 40 else record.what[:37] + "..."
-    return for_terminal(f"{record.qid}  {stamp}  {record.reason:<9}  {what or '-'}  "
-                f"<{record.sender}>  {rcpts}  {size(record.size)}")
+        chosen = [record for record in quarantine.records(spool_of(config))
+                  if (since is None or record.time >= since) and reason in (None, record.reason)]
+        for line in quarantine_lines(chosen):
+            click.echo(line)
 
 
 @quarantine_group.command("show")
@@ -232,8 +226,8 @@ def purge_command(ctx: click.Context, older_than: float | None, dry_run: bool) -
             with event_log(config) as events:
                 chosen = quarantine.purge(spool, cutoff, events, who())
         verb = "would delete" if dry_run else "deleted"
-        for record in chosen:
-            click.echo(f"{verb} {list_line(record)}")
+        for line in quarantine_lines(chosen):
+            click.echo(f"{verb} {line}")
         total = size(sum(record.size for record in chosen))
         click.echo(f"{verb} {len(chosen)} messages ({total}) quarantined more than "
                    f"{duration(period)} ago")
