@@ -146,10 +146,24 @@ def _networks(value: str) -> tuple[Network, ...]:
 
 
 def _listen(value: str) -> tuple[str, int]:
-    host, _, port = value.strip().rpartition(":")
+    """ADDRESS:PORT, an IPv6 address in brackets ([::]:25, [::1]:10024), a port 0-65535."""
+    text = value.strip()
+    usage = "must be ADDRESS:PORT, such as [::]:25 (IPv4 and IPv6), 0.0.0.0:25 or [::1]:10024"
+    if text.startswith("["):
+        host, sep, port = text[1:].partition("]:")
+        try:
+            ipaddress.IPv6Address(host.partition("%")[0])
+        except ValueError:
+            raise ValueError(f"{usage}: [{host}] is not an IPv6 address") from None
+        if not sep:
+            raise ValueError(usage)
+    else:
+        host, _, port = text.rpartition(":")
+        if ":" in host:  # ::1:25 is address ::1 port 25, or address ::1:25 with no port
+            raise ValueError(f"{usage}: an IPv6 address goes in brackets")
     if not host or not port.isdigit() or not 0 <= int(port) < 65536:
-        raise ValueError("must be ADDRESS:PORT, such as 0.0.0.0:25")
-    return host.strip("[]"), int(port)
+        raise ValueError(usage)
+    return host, int(port)
 
 
 def _header(value: str) -> str:
@@ -217,7 +231,9 @@ SETTINGS: tuple[Setting, ...] = (
             "the FQDN, never localhost while the host has another name)"),
     Setting("RELAY_HOST", "localhost", _nonempty, "the internal mail server"),
     Setting("RELAY_PORT", "25", _int_range(1, 65535), "its SMTP port"),
-    Setting("LISTEN", "0.0.0.0:25", _listen, "where scanmail-smtpd listens"),
+    Setting("LISTEN", "[::]:25", _listen,
+            "where scanmail-smtpd listens: ADDRESS:PORT, IPv6 in brackets; [::] takes IPv4 and "
+            "IPv6 (0.0.0.0 on a host without IPv6)"),
     Setting("LOCAL_DOMAINS", "", _domains, "recipient domains the receiver accepts mail for"),
     Setting("RECIPIENT_VERIFY", "auto", _choice("auto", "probe", "file", "no"),
             "check recipients at RCPT: probe the relay, RECIPIENTS_FILE, or no; auto: the "

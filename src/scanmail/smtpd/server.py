@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from scanmail.config import Config
 from scanmail.errors import ConfigError, TempFailure
 from scanmail.smtpd.acceptance import Policy
+from scanmail.smtpd.listener import dual_stack, is_dual_stack, shown
 from scanmail.smtpd.recipients import Verifier
 from scanmail.smtpd.session import Connections, GatewaySMTP, Handler
 from scanmail.smtpd.tls import tls_context
@@ -78,19 +79,24 @@ class Receiver:
         """Check the spool and bind the listening socket."""
         self.spool.check()
         host, port = self.listen
+        where = shown(host, port)
         loop = asyncio.get_running_loop()
         try:
-            self.server = await loop.create_server(self.protocol, host or None, port,
-                                                   reuse_address=True)
+            if is_dual_stack(host):
+                sock, where = dual_stack(port)
+                self.server = await loop.create_server(self.protocol, sock=sock)
+            else:
+                self.server = await loop.create_server(self.protocol, host or None, port,
+                                                       reuse_address=True)
         except PermissionError as exc:
             raise ConfigError(
-                f"cannot listen on {host}:{port}: {exc.strerror} (start as root with --user, "
+                f"cannot listen on {where}: {exc.strerror} (start as root with --user, "
                 "or grant CAP_NET_BIND_SERVICE)"
             ) from exc
         except OSError as exc:
             hint = " (is another MTA running?)" if exc.errno == errno.EADDRINUSE else ""
-            raise TempFailure(f"cannot listen on {host}:{port}: {exc.strerror}{hint}") from exc
-        log.info("listening on %s:%d", host, port)
+            raise TempFailure(f"cannot listen on {where}: {exc.strerror}{hint}") from exc
+        log.info("listening on %s", where)
 
     async def stop(self) -> None:
         """Stop listening, let messages being written finish, close every connection."""
