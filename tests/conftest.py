@@ -65,7 +65,7 @@ def write_env(spool_root: Path, clamd_server: PrivateClamd) -> EnvWriter:
             "CLAMD_SOCKET": str(clamd_server.socket),
             "ADMIN_EMAIL": "admin@corp.example",
             "HOSTNAME": "gw.corp.example",
-            # Not the default 25 that LISTEN=0.0.0.0:25 also has: that is a loop and
+            # Not the default 25 that LISTEN=[::]:25 also has: that is a loop and
             # `scanmail check`/`status` warn about it (issue 12, tests/test_relay_safety.py).
             "RELAY_PORT": "2526",
             # Most tests have no internal server to probe; tests/test_recipients.py turns

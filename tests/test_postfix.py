@@ -10,7 +10,6 @@ Needs root (Postfix's daemons drop to the postfix user) and /usr/sbin/postfix:
 from __future__ import annotations
 
 import email
-import logging
 import re
 import smtplib
 import time
@@ -21,6 +20,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from helpers.events import recorded
 from helpers.mail import message
 from helpers.postfix_instance import (
     AfterQueueFilter,
@@ -93,20 +93,7 @@ def sink() -> Iterator[Sink]:
         yield running
 
 
-class Lines(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(record.getMessage())
-
-
 def test_after_queue_filter_clean_infected_banned_and_xforward(write_env, sink: Sink) -> None:
-    forwarder_log = logging.getLogger("scanmail.fwd.forwarder")
-    lines = Lines()
-    forwarder_log.addHandler(lines)
-    forwarder_log.setLevel(logging.INFO)
     setup = AfterQueue(write_env, sink)
     clean = message("minutes", "The minutes are attached.\n", [("minutes.pdf", b"%PDF-1.4 x")])
     banned = message("invoice", "Please pay.\n", [("invoice.pdf.exe", b"MZ not really")])
@@ -137,11 +124,12 @@ def test_after_queue_filter_clean_infected_banned_and_xforward(write_env, sink: 
     assert any("origin.client.example" in str(v) and "127.0.0.2" in str(v) and "scanmail" in str(v)
                for v in received), received
     # One message across both logs: Postfix's filter line names scanmail's id ("queued as
-    # smtpd..."), scanmail's relayed line names Postfix's re-entry id ("queued as 4Xyz").
-    forwarder_log.removeHandler(lines)
-    relayed = [line for line in lines.lines if "event=relayed" in line]
-    ids = [m.group(1) for line in relayed if (m := re.search(r"queued as ([0-9A-F]+)", line))]
-    assert ids, relayed
+    # smtpd..."), scanmail's delivery line names Postfix's re-entry id (remote_id=4Xyz).
+    delivered = [e.detail for e in recorded(setup.config.var_dir, "delivery")
+                 if e.verdict == "delivered" and BOB in e.recipients]
+    ids = [m.group(1) for line in delivered if (m := re.search(r"remote_id=([0-9A-F]+) ", line))]
+    assert ids, delivered
+    assert all(f"queued as {qid}" in line for qid, line in zip(ids, delivered, strict=True))
     assert any(f"{qid}: to=<{BOB}>" in log and "status=sent" in log for qid in ids)
 
 

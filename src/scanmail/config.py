@@ -6,7 +6,6 @@ import ipaddress
 import os
 import re
 import shlex
-import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 from dotenv import dotenv_values
 
 from scanmail.errors import ConfigError
+from scanmail.hostname import own_name
 
 DEFAULT_SPOOL = Path("/var/spool/smtpd")
 ENV_NAME = "scanmail.env"
@@ -146,10 +146,24 @@ def _networks(value: str) -> tuple[Network, ...]:
 
 
 def _listen(value: str) -> tuple[str, int]:
-    host, _, port = value.strip().rpartition(":")
+    """ADDRESS:PORT, an IPv6 address in brackets ([::]:25, [::1]:10024), a port 0-65535."""
+    text = value.strip()
+    usage = "must be ADDRESS:PORT, such as [::]:25 (IPv4 and IPv6), 0.0.0.0:25 or [::1]:10024"
+    if text.startswith("["):
+        host, sep, port = text[1:].partition("]:")
+        try:
+            ipaddress.IPv6Address(host.partition("%")[0])
+        except ValueError:
+            raise ValueError(f"{usage}: [{host}] is not an IPv6 address") from None
+        if not sep:
+            raise ValueError(usage)
+    else:
+        host, _, port = text.rpartition(":")
+        if ":" in host:  # ::1:25 is address ::1 port 25, or address ::1:25 with no port
+            raise ValueError(f"{usage}: an IPv6 address goes in brackets")
     if not host or not port.isdigit() or not 0 <= int(port) < 65536:
-        raise ValueError("must be ADDRESS:PORT, such as 0.0.0.0:25")
-    return host.strip("[]"), int(port)
+        raise ValueError(usage)
+    return host, int(port)
 
 
 def _header(value: str) -> str:
@@ -212,10 +226,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ALERT_FROM", "", _text,
             "sender of alerts and notices (default MAILER-DAEMON@<this host's name>)"),
     Setting("NOTIFY_SENDER", "no", _yes_no, "yes to send the sender a notice about a virus"),
-    Setting("HOSTNAME", "", _text, "this gateway's name in headers (default: the FQDN)"),
+    Setting("HOSTNAME", "", _text,
+            "this gateway's full name: its greeting, HELO, Received: and alerts (default: "
+            "the FQDN, never localhost while the host has another name)"),
     Setting("RELAY_HOST", "localhost", _nonempty, "the internal mail server"),
     Setting("RELAY_PORT", "25", _int_range(1, 65535), "its SMTP port"),
-    Setting("LISTEN", "0.0.0.0:25", _listen, "where scanmail-smtpd listens"),
+    Setting("LISTEN", "[::]:25", _listen,
+            "where scanmail-smtpd listens: ADDRESS:PORT, IPv6 in brackets; [::] takes IPv4 and "
+            "IPv6 (0.0.0.0 on a host without IPv6)"),
     Setting("LOCAL_DOMAINS", "", _domains, "recipient domains the receiver accepts mail for"),
     Setting("RECIPIENT_VERIFY", "auto", _choice("auto", "probe", "file", "no"),
             "check recipients at RCPT: probe the relay, RECIPIENTS_FILE, or no; auto: the "
@@ -234,7 +252,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SMTP_TIMEOUT", "300", _float_range(1, 3600),
             "idle seconds before a client is dropped"),
     Setting("TLS_CERT", "", _text, "PEM certificate for STARTTLS (empty: no STARTTLS)"),
-    Setting("TLS_KEY", "", _text, "PEM private key for STARTTLS"),
+    Setting("TLS_KEY", "", _text, "PEM private key for STARTTLS, unencrypted, readable by "
+            "the service user (in Debian's /etc/ssl/private: adduser scanmail ssl-cert)"),
     Setting("FWD_INTERVAL", "30", _float_range(0.1, 86400),
             "seconds between the forwarder's sweeps of outgoing (files are taken as they land)"),
     Setting("FWD_CONCURRENCY", "4", _int_range(1, 256), "deliveries at once"),
@@ -327,7 +346,7 @@ class Config:
         if problems:
             raise ConfigError(f"{source}: " + "; ".join(problems))
         config = cls(**parsed)
-        host = config.hostname or socket.getfqdn()
+        host = config.hostname or own_name()
         alert_from = config.alert_from or f"MAILER-DAEMON@{host}"
         return replace(config, hostname=host, alert_from=alert_from)
 

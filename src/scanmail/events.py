@@ -17,12 +17,13 @@ from scanmail import notify
 from scanmail.config import Config
 from scanmail.errors import SpoolError
 from scanmail.spool import Spool
-from scanmail.untrusted import one_line, storable
+from scanmail.untrusted import MAX_TEXT, one_line, storable
 from scanmail.verdict import EventKind
 
 log = logging.getLogger(__name__)
 
 DB_NAME = "events.sqlite"
+DELIVERY_DETAIL_MAX = 3000  # fwd.transcript bounds each reply and lists at most 10 recipients
 DAMAGED_MARK = "events-damaged"  # in SPOOL/var: a damaged database was set aside (issue 14)
 _DAMAGE = ("SQLITE_CORRUPT", "SQLITE_NOTADB")
 
@@ -124,7 +125,9 @@ class Event:
         if self.kind == "scan":
             parts.append(f"ms={self.scan_ms}")
         if self.detail:
-            parts.append(f"detail={one_line(self.detail)!r}")
+            # A delivery's detail is its transcript (fwd.transcript), bounded there: kept whole.
+            limit = DELIVERY_DETAIL_MAX if self.kind == EventKind.DELIVERY else MAX_TEXT
+            parts.append(f"detail={one_line(self.detail, limit)!r}")
         return " ".join(parts)
 
     def row(self) -> tuple[object, ...]:

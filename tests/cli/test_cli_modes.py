@@ -55,7 +55,7 @@ def test_progress_bar_on_a_terminal_for_a_backlog(spool_root, write_env):
     try:
         process = subprocess.Popen(
             [sys.executable, "-c", START, "--config", str(write_env()), "--once"],
-            stdout=subprocess.DEVNULL, stderr=follower,
+            stdout=follower, stderr=follower,
         )
         os.close(follower)
         output = b""
@@ -73,4 +73,4 @@ def test_progress_bar_on_a_terminal_for_a_backlog(spool_root, write_env):
         os.close(leader)
     text = output.decode(errors="replace")
     assert "scanning" in text and "100%" in text
-    assert "30 messages, 30 delivered" in text
+    assert "scanmail: 30 messages: 30 delivered" in text  # the summary line, on stdout

@@ -13,8 +13,9 @@ from scanmail.smtpd import server
 
 
 @contextlib.contextmanager
-def running(config: Config, port: int | None = None) -> Iterator[int]:
-    """server.serve in a thread on a loopback port; yields the port; always stops."""
+def running(config: Config, port: int | None = None, host: str = "127.0.0.1") -> Iterator[int]:
+    """server.serve in a thread on a loopback port (host "::": IPv4 and IPv6); yields the
+    port; always stops."""
     port = port or free_port()
     loop = asyncio.new_event_loop()
     stop = asyncio.Event()
@@ -23,7 +24,7 @@ def running(config: Config, port: int | None = None) -> Iterator[int]:
     def main() -> None:
         try:
             loop.run_until_complete(
-                server.serve(config, stop, ("127.0.0.1", port), ready=lambda r: ready.set())
+                server.serve(config, stop, (host, port), ready=lambda r: ready.set())
             )
         finally:
             ready.set()  # an exception here fails the test as an unhandled thread exception

@@ -45,10 +45,14 @@ class Received:
 
 @dataclass
 class SinkHandler:
-    """Records accepted messages; rcpt_replies and data_replies script other answers."""
+    """Records accepted messages; rcpt_replies and data_replies script other answers.
+
+    data_ok is the answer to an accepted message (a real MTA's names its queue id).
+    """
 
     rcpt_replies: dict[str, list[str]] = field(default_factory=dict)
     data_replies: list[str] = field(default_factory=list)
+    data_ok: str = "250 2.0.0 OK"
     messages: list[Received] = field(default_factory=list)
     transactions: int = 0
     connections: int = 0
@@ -89,7 +93,7 @@ class SinkHandler:
                     options=list(envelope.mail_options),
                 )
             )
-        return "250 2.0.0 OK"
+        return self.data_ok
 
     def deliveries(self) -> Iterator[tuple[str, bytes]]:
         """(recipient, content) for every accepted recipient of every message."""

@@ -54,6 +54,7 @@ def relay_to_self(config: Config) -> str | None:
         looped = bool(relay & _addresses(host, port))
     if not looped:
         return None
+    where = f"[{host}]:{port}" if ":" in host else f"{host or '*'}:{port}"
     return (f"RELAY_HOST:RELAY_PORT ({config.relay_host}:{config.relay_port}) is this "
-            f"receiver's own LISTEN ({host or '*'}:{port}): mail would loop until MAX_HOPS; "
+            f"receiver's own LISTEN ({where}): mail would loop until MAX_HOPS; "
             "point RELAY_HOST/RELAY_PORT at the internal server")

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
-from scanmail import clamd_limits, delay, quarantine
+from scanmail import clamd_limits, delay, hostname, quarantine
 from scanmail.admin.selfrelay import relay_to_self
 from scanmail.config import Config
 from scanmail.errors import ExitCode, ScannerUnavailable
@@ -66,7 +66,7 @@ class Status:
     deferred: tuple[Event, ...]  # the forwarder's latest deferral per file in outgoing
     max_wait: float  # seconds mail may wait in incoming or outgoing, or between passes
     sig_max_age: float  # seconds: SIG_MAX_AGE_DAYS
-    config_problems: tuple[str, ...] = ()  # e.g. the relay is the receiver itself
+    config_problems: tuple[str, ...] = ()  # the relay is the receiver itself, a bad HOSTNAME
     mail_delay: delay.Delay | None = None  # today's gateway delay, 250 to delivery (issue 11)
     relay: str = ""  # why the internal server does not answer ("" when it does)
     limits: tuple[str, ...] = ()  # clamd limits below MAX_MESSAGE_SIZE
@@ -210,9 +210,9 @@ def gather(config: Config, max_wait: float, now: float | None = None) -> Status:
         midnight = datetime.fromtimestamp(now).replace(hour=0, minute=0, second=0,
                                                        microsecond=0).timestamp()
         today = delay.measure(events.db, midnight, now + 1) if events is not None else None
-    loop = relay_to_self(config)
+    setup = tuple(p for p in (relay_to_self(config), hostname.warning(config.hostname)) if p)
     return Status(now, folders, scanner, last_pass, deferred, max_wait,
-                  config.sig_max_age_days * DAY, (loop,) if loop else (), today,
+                  config.sig_max_age_days * DAY, setup, today,
                   relay_state(config) if _count(folders, "outgoing") else "",
                   tuple(clamd_limits.warnings(config)))
 

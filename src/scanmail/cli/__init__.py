@@ -70,6 +70,16 @@ def shared_options(func: F) -> F:
     )(func)
 
 
+def summary_line(line: str) -> None:
+    """The one line that ends a hand run, on stdout when it is a terminal; else nothing.
+
+    A terminal means a person ran the command and wants to know what it did; under cron
+    stdout is a pipe, and whatever a job prints becomes a mail, so all-well stays silent.
+    """
+    if sys.stdout.isatty():
+        click.echo(line)
+
+
 @contextlib.contextmanager
 def exit_codes() -> Iterator[None]:
     """Turn a GatewayError into one log line and its exit code; a bug into a traceback and 70.

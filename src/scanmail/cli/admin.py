@@ -14,8 +14,9 @@ from pathlib import Path
 
 import click
 
-from scanmail import clamd_limits, quarantine
+from scanmail import clamd_limits, hostname, quarantine
 from scanmail.admin import show
+from scanmail.admin.listing import quarantine_lines
 from scanmail.admin.selfrelay import relay_to_self
 from scanmail.admin.status import gather
 from scanmail.cli import exit_codes, shared_options, start
@@ -130,22 +131,15 @@ def quarantine_group() -> None:
               help="Only mail quarantined for this reason.")
 @click.pass_context
 def list_command(ctx: click.Context, since: float | None, reason: str | None) -> None:
-    """List quarantined mail, newest first.
+    """List quarantined mail, newest first, in aligned columns.
 
-    Columns: id, time, reason, virus or banned name, sender, recipients, size.
+    Columns: id, age, reason, virus or banned name, sender, recipients, size.
     """
     with admin(ctx) as config:
-        for record in quarantine.records(spool_of(config)):
-            if (since is None or record.time >= since) and reason in (None, record.reason):
-                click.echo(list_line(record))
-
-
-def list_line(record: quarantine.Record) -> str:
-    stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(record.time))
-    rcpts = ",".join(record.recipients[:3]) + (",..." if len(record.recipients) > 3 else "")
-    what = record.what if len(record.what) <= 40 else record.what[:37] + "..."
-    return for_terminal(f"{record.qid}  {stamp}  {record.reason:<9}  {what or '-'}  "
-                f"<{record.sender}>  {rcpts}  {size(record.size)}")
+        chosen = [record for record in quarantine.records(spool_of(config))
+                  if (since is None or record.time >= since) and reason in (None, record.reason)]
+        for line in quarantine_lines(chosen):
+            click.echo(line)
 
 
 @quarantine_group.command("show")
@@ -232,8 +226,8 @@ def purge_command(ctx: click.Context, older_than: float | None, dry_run: bool) -
             with event_log(config) as events:
                 chosen = quarantine.purge(spool, cutoff, events, who())
         verb = "would delete" if dry_run else "deleted"
-        for record in chosen:
-            click.echo(f"{verb} {list_line(record)}")
+        for line in quarantine_lines(chosen):
+            click.echo(f"{verb} {line}")
         total = size(sum(record.size for record in chosen))
         click.echo(f"{verb} {len(chosen)} messages ({total}) quarantined more than "
                    f"{duration(period)} ago")
@@ -265,9 +259,9 @@ def check_command(ctx: click.Context, files: tuple[Path, ...], rules_dir: Path |
         if not inspector.rules.bad:  # a missing file is an empty list: say so
             where = rules_dir or config.etc_dir
             click.echo(f"scanmail: warning: no patterns in {where / 'matches.bad'}", err=True)
-        loop = relay_to_self(config)
-        if loop:
-            click.echo(f"scanmail: warning: {loop}", err=True)
+        for warning in (relay_to_self(config), hostname.warning(config.hostname)):
+            if warning:
+                click.echo(f"scanmail: warning: {warning}", err=True)
         for warning in clamd_limits.warnings(config):
             click.echo(f"scanmail: warning: {warning}", err=True)
         code = ExitCode.OK

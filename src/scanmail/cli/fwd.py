@@ -9,7 +9,7 @@ from types import FrameType
 
 import click
 
-from scanmail.cli import config_option, exit_codes, start, verbose_option
+from scanmail.cli import config_option, exit_codes, start, summary_line, verbose_option
 from scanmail.errors import TempFailure
 from scanmail.fwd import forwarder
 from scanmail.fwd import watch as service
@@ -37,7 +37,9 @@ def main(config_path: Path | None, verbose: bool, once: bool, flush: bool) -> No
     with exit_codes():
         config = start("scanmail-fwd", config_path, verbose)
         if once:
-            forwarder.run(config, once, flush, stop)
+            report = forwarder.run_once(config, flush, stop)
+            summary_line(report.headline())
+            forwarder.check(report)  # mail left for later: exit 75
             return
         if flush:  # retry everything now, then serve (mail left for later is the service's)
             with contextlib.suppress(TempFailure):

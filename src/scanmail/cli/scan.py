@@ -18,6 +18,7 @@ from scanmail.cli import (
     log,
     shared_options,
     start,
+    summary_line,
     verbose_option,
 )
 from scanmail.config import DEFAULT_SPOOL, Config, load_config
@@ -61,8 +62,7 @@ def _one_pass(config: Config, bars: _Bars) -> int:
     if summary.locked:
         click.echo("scanmail: another scanmail holds the spool lock; nothing to do", err=True)
         return ExitCode.OK
-    if sys.stderr.isatty() and summary.seen:
-        click.echo(f"scanmail: {summary.describe()}", err=True)
+    summary_line(summary.headline())
     if summary.errors:
         log.error("%s met a bug and stay%s in incoming (see the log)",
                   plural(summary.errors, "message"), "s" if summary.errors == 1 else "")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from scanmail.cli import config_option, exit_codes, start, verbose_option
+from scanmail.cli import config_option, exit_codes, start, summary_line, verbose_option
 from scanmail.sigupdate import update
 from scanmail.sigupdate.freshclam import FRESHCLAM_TIMEOUT
 from scanmail.verdict import SigOutcome
@@ -38,4 +38,6 @@ def main(config_path: Path | None, verbose: bool, check: bool, freshclam_timeout
             report = update.update(config, freshclam_timeout)
             if report.verdict is SigOutcome.BUSY or (verbose and report.lines):
                 click.echo("\n".join(report.lines), err=True)
+            if report.verdict is not SigOutcome.BUSY:  # that one was just said
+                summary_line(report.headline())
         sys.exit(int(report.exit_code))

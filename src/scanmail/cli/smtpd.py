@@ -27,7 +27,8 @@ def parse_listen(value: str) -> tuple[str, int]:
 @click.command()
 @config_option
 @verbose_option
-@click.option("--listen", metavar="ADDR:PORT", help="Where to listen (default: LISTEN).")
+@click.option("--listen", metavar="ADDR:PORT",
+              help="Where to listen, IPv6 in brackets (default: LISTEN, [::]:25: IPv4 and IPv6).")
 @click.option("--user", metavar="NAME",
               help="Run as this user once the port is bound (root's default: the spool's owner).")
 def main(config_path: Path | None, verbose: bool, listen: str | None, user: str | None) -> None:

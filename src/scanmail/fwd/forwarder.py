@@ -15,7 +15,6 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from scanmail import dsnparams
@@ -23,10 +22,18 @@ from scanmail.config import Config
 from scanmail.durable import fsync_dir
 from scanmail.errors import MalformedSpoolFile, SpoolError, TempFailure
 from scanmail.events import Event, EventLog, alert_if_set_aside
-from scanmail.fwd import bounce
+from scanmail.fwd import bounce, transcript
+from scanmail.fwd.report import PassReport
 from scanmail.fwd.retry import STATE_FOLDER, RetryFolder, RetryState
 from scanmail.fwd.sentlog import SentLog
-from scanmail.fwd.transport import Attempt, RelayDown, Reply, Transport, open_transport
+from scanmail.fwd.transport import (
+    Attempt,
+    RelayDown,
+    Reply,
+    Transport,
+    open_transport,
+    relay_address,
+)
 from scanmail.hops import count_hops, loop_reply
 from scanmail.humanize import plural
 from scanmail.spool import (
@@ -44,23 +51,6 @@ from scanmail.verdict import Delivery, EventKind
 log = logging.getLogger(__name__)
 
 LOCK_NAME = "fwd.lock"
-
-
-@dataclass
-class PassReport:
-    """The outcome of one pass over outgoing."""
-
-    delivered: int = 0
-    deferred: int = 0
-    failed: int = 0
-    waiting: int = 0
-    queued: int = 0  # reports and alerts this pass wrote into outgoing
-    relay_down: str = ""
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def count(self, verdict: str) -> None:
-        with self.lock:
-            setattr(self, verdict, getattr(self, verdict) + 1)
 
 
 class Forwarder:
@@ -185,7 +175,8 @@ class Forwarder:
                 continue
             pending = [r for r in message.envelope.recipients if r not in state.failed]
             reply = Reply(451, f"4.4.1 relay unreachable: {report.relay_down}")
-            self.settle(message, state, Attempt().refuse(pending, reply), "", events, report)
+            attempt = Attempt(relay=relay_address(self.config)).refuse(pending, reply)
+            self.settle(message, state, attempt, "", events, report)
 
     # -- outcomes ----------------------------------------------------------------------
 
@@ -244,19 +235,15 @@ class Forwarder:
             self.sent.drop(message.qid)
             verdict = Delivery.DELIVERED
         report.count(verdict)
-        details = [f"{rcpt}: {reply}" for rcpt, reply in {**failed, **deferred}.items()]
+        # One line to follow the message into the relay's log (transcript): the relay,
+        # its queue id, each recipient's reply and the data's.
         events.record(Event(
             kind=EventKind.DELIVERY, qid=message.qid, sender=envelope.sender,
             recipients=tuple(delivered) + tuple(failed) + tuple(deferred),
             size=message.message_size, verdict=verdict,
             reason="sent" if worst is None else str(worst.code),
-            detail=f"sent={len(delivered)} " + "; ".join(details),
+            detail=transcript.account(attempt),
         ))
-        if attempt.accepted is not None:
-            # One line to follow the message into the relay's log: its own queue id is there.
-            log.info("qid=%s event=relayed relay=%s rcpts=%s reply=%r", message.qid, remote,
-                     ",".join(f"<{one_line(r)}>" for r in delivered),
-                     one_line(str(attempt.accepted)))
 
     def _bounce(
         self,
@@ -331,13 +318,39 @@ class Forwarder:
             raise SpoolError(f"{path}: cannot remove delivered file: {exc.strerror}") from exc
 
 
+def run_once(
+    config: Config, flush: bool = False, stop: threading.Event | None = None
+) -> PassReport:
+    """One pass over outgoing (cron), and one more for the reports and alerts it wrote.
+
+    Mail left for later is in the report, not raised: the caller shows the report, then
+    check() turns it into exit 75.
+    """
+    spool = Spool(config.spool_dir)
+    spool.check()
+    stop = stop or threading.Event()
+    with run_lock(spool.var / LOCK_NAME) as locked:
+        if not locked:
+            log.info("another scanmail-fwd holds %s; nothing to do", spool.var / LOCK_NAME)
+            return PassReport(locked=True)
+        forwarder = Forwarder(config)
+        report = forwarder.run_pass(flush, stop)
+        if report.queued and not report.relay_down and not stop.is_set():
+            report.add(forwarder.run_pass(stop=stop))
+        return report
+
+
 def run(
     config: Config,
     once: bool = False,
     flush: bool = False,
     stop: threading.Event | None = None,
 ) -> None:
-    """Deliver outgoing once (cron) or every FWD_INTERVAL until stop is set (daemon)."""
+    """Deliver outgoing once (cron; TempFailure if mail waits) or every FWD_INTERVAL until
+    stop is set (daemon)."""
+    if once:
+        check(run_once(config, flush, stop))
+        return
     spool = Spool(config.spool_dir)
     spool.check()
     stop = stop or threading.Event()
@@ -346,14 +359,6 @@ def run(
             log.info("another scanmail-fwd holds %s; nothing to do", spool.var / LOCK_NAME)
             return
         forwarder = Forwarder(config)
-        if once:
-            report = forwarder.run_pass(flush, stop)
-            if report.queued and not report.relay_down and not stop.is_set():
-                extra = forwarder.run_pass(stop=stop)  # the reports and alerts just written
-                report.deferred += extra.deferred
-                report.relay_down = extra.relay_down
-            _check(report)
-            return
         down = ""
         while not stop.is_set():
             report = forwarder.run_pass(flush, stop)
@@ -366,7 +371,7 @@ def run(
             stop.wait(0 if report.queued and not down else config.fwd_interval)
 
 
-def _check(report: PassReport) -> None:
+def check(report: PassReport) -> None:
     """Exit 75 (TempFailure) when mail was left for later."""
     if report.relay_down:
         raise TempFailure(

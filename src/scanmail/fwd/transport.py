@@ -54,6 +54,9 @@ class Attempt:
     failed: dict[str, Reply] = field(default_factory=dict)
     accepted: Reply | None = None  # the relay's answer to the data, e.g. "250 ... queued as 4Xyz"
     dsn_passed: bool = False  # the relay offered DSN and got NOTIFY/ORCPT/RET/ENVID
+    relay: str = ""  # where it was tried: host:port, or the sendmail command ("" if nowhere)
+    replies: dict[str, Reply] = field(default_factory=dict)  # each RCPT TO's answer, in order
+    data: Reply | None = None  # the answer to DATA: its refusal, or the one after the data
 
     def refuse(self, recipients: Sequence[str], reply: Reply) -> Attempt:
         """Record the same non-success reply for several recipients."""
@@ -70,7 +73,8 @@ class RelayDown(Exception):
 class Transport(Protocol):
     """Delivers one message to some recipients; keeps its connection between calls."""
 
-    name: str
+    name: str  # the relay's host, for a DSN's Remote-MTA
+    relay: str  # where mail goes, for the log: host:port, or the sendmail command
 
     def deliver(self, message: SpoolFile, recipients: Sequence[str]) -> Attempt: ...
 
@@ -82,6 +86,14 @@ def open_transport(config: Config) -> Transport:
     if config.fwd_sendmail:
         return SendmailTransport(config)
     return SmtpTransport(config)
+
+
+def relay_address(config: Config) -> str:
+    """Where the forwarder delivers, as the log names it: host:port ([v6]:port), or sendmail."""
+    if config.fwd_sendmail:
+        return config.fwd_sendmail[0]
+    host = config.relay_host
+    return f"[{host}]:{config.relay_port}" if ":" in host else f"{host}:{config.relay_port}"
 
 
 def is_8bit(message: SpoolFile) -> bool:
@@ -152,6 +164,7 @@ class SmtpTransport:
         self.deadline = config.fwd_deadline
         self.var = config.var_dir
         self.name = self.host
+        self.relay = relay_address(config)
         self.smtp: BoundedSMTP | None = None
 
     def _connect(self, deadline: float) -> BoundedSMTP:
@@ -200,7 +213,8 @@ class SmtpTransport:
             except (OSError, smtplib.SMTPException) as exc:
                 self._drop()
                 if not (reused and isinstance(exc, _StaleConnection)):
-                    return Attempt().refuse(recipients, Reply(451, f"4.4.2 connection lost: {exc}"))
+                    lost = Reply(451, f"4.4.2 connection lost: {exc}")
+                    return Attempt(relay=self.relay).refuse(recipients, lost)
             finally:
                 if self.smtp is not None:
                     self.smtp.deadline = None
@@ -212,7 +226,7 @@ class SmtpTransport:
 
     def _transaction(self, smtp: smtplib.SMTP, message: SpoolFile, rcpts: Sequence[str]) -> Attempt:
         sender = message.envelope.sender
-        attempt = Attempt()
+        attempt = Attempt(relay=self.relay)
         eight_bit = is_8bit(message)
         utf8 = not all(a.isascii() for a in (sender, *rcpts))
         params = b""
@@ -240,6 +254,7 @@ class SmtpTransport:
         for rcpt in rcpts:
             line = b"RCPT TO:<" + _address(rcpt) + b">" + _rcpt_params(dsn, rcpt)
             reply = self._command(smtp, line)
+            attempt.replies[rcpt] = reply
             if reply.is_ok:
                 accepted.append(rcpt)
             else:
@@ -248,10 +263,11 @@ class SmtpTransport:
             return self._abort(smtp, attempt, reply)
         reply = self._command(smtp, b"DATA")
         if reply.code != 354:
+            attempt.data = reply
             return self._abort(smtp, attempt.refuse(accepted, reply), reply)
         for chunk in data_chunks(message):
             smtp.send(chunk)
-        reply = _read_reply(smtp)
+        reply = attempt.data = _read_reply(smtp)
         if reply.is_ok:
             attempt.delivered = accepted
             attempt.accepted = reply
@@ -295,6 +311,7 @@ class SendmailTransport:
         self.command = config.fwd_sendmail
         self.timeout = config.smtp_timeout
         self.name = "localhost"
+        self.relay = relay_address(config)
 
     def close(self) -> None:
         pass
@@ -322,12 +339,12 @@ class SendmailTransport:
                 process.kill()
                 process.wait()
                 reply = Reply(451, f"4.4.2 {self.command[0]} timed out")
-                return Attempt().refuse(recipients, reply)
+                return Attempt(relay=self.relay).refuse(recipients, reply)
             errors.seek(0)
             said = errors.read(400).decode("utf-8", "replace").strip().splitlines()
         text = f"{self.command[0]} exited with {status}" + (f": {said[0]}" if said else "")
         if status == 0:
-            return Attempt(delivered=list(recipients))
+            return Attempt(delivered=list(recipients), relay=self.relay)
         if status in SENDMAIL_PERMANENT:
-            return Attempt().refuse(recipients, Reply(550, f"5.0.0 {text}"))
-        return Attempt().refuse(recipients, Reply(451, f"4.0.0 {text}"))
+            return Attempt(relay=self.relay).refuse(recipients, Reply(550, f"5.0.0 {text}"))
+        return Attempt(relay=self.relay).refuse(recipients, Reply(451, f"4.0.0 {text}"))

@@ -18,7 +18,8 @@ import time
 from scanmail.config import Config
 from scanmail.errors import GatewayError
 from scanmail.events import EventLog
-from scanmail.fwd.forwarder import LOCK_NAME, Forwarder, PassReport
+from scanmail.fwd.forwarder import LOCK_NAME, Forwarder
+from scanmail.fwd.report import PassReport
 from scanmail.fwd.transport import RelayDown, Transport, open_transport
 from scanmail.spool import Spool, list_complete, run_lock
 from scanmail.untrusted import one_line

@@ -33,6 +33,7 @@ from scanmail.errors import (
     SpoolError,
 )
 from scanmail.events import Event, EventLog, alert_if_set_aside
+from scanmail.humanize import plural
 from scanmail.scan import alerts, route
 from scanmail.scan.decide import Decision, Judge
 from scanmail.scan.inflight import POISON_TRIES, Inflight
@@ -41,6 +42,7 @@ from scanmail.scan.rules import Rules, load_rules
 from scanmail.scan.scanner import Scanner, Target, TooLarge, make_scanner
 from scanmail.spool import Spool, SpoolFile, list_complete, read_spool_file, run_lock
 from scanmail.testing import eicar
+from scanmail.untrusted import one_line
 from scanmail.verdict import EventKind, Reason, Verdict
 
 log = logging.getLogger(__name__)
@@ -75,13 +77,20 @@ class PassSummary:
     def why_left(self) -> str:
         return self.scanner_error or self.retry_note or "see the log"
 
-    def describe(self) -> str:
-        parts = [f"{self.seen} messages", f"{self.delivered} delivered"]
-        parts += [f"{n} {reason}" for reason, n in sorted(self.reasons.items())
-                  if reason != Reason.CLEAN.value]
+    def headline(self) -> str:
+        """The one line a hand run shows on a terminal (the CLI decides when):
+        "scanmail: 3 messages: 2 delivered, 1 quarantined (infected 1)"."""
+        total = self.delivered + self.quarantined + self.left
+        if not total:
+            return "scanmail: 0 messages in incoming"
+        parts = [f"{self.delivered} delivered"]
+        if self.quarantined:
+            why = ", ".join(f"{reason} {n}" for reason, n in sorted(self.reasons.items())
+                            if reason != Reason.CLEAN.value)
+            parts.append(f"{self.quarantined} quarantined ({why})")
         if self.left:
-            parts.append(f"{self.left} left in incoming ({self.why_left})")
-        return ", ".join(parts) + f" in {self.seconds:.1f} s"
+            parts.append(f"{self.left} left in incoming ({one_line(self.why_left, 120)})")
+        return f"scanmail: {plural(total, 'message')}: " + ", ".join(parts)
 
 
 class Gateway:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+from dataclasses import dataclass
 
 from scanmail.clamd_client import ClamdClient
 from scanmail.config import Config
@@ -41,20 +42,29 @@ def reload_clamd(client: ClamdClient, canary: Canary, timeout: float) -> float:
     )
 
 
-def sync_clamd(config: Config, changed: bool) -> str:
+@dataclass(frozen=True)
+class Synced:
+    """What sync_clamd did: reloaded clamd, or found it running the database already."""
+
+    reloaded: bool
+    line: str
+
+
+def sync_clamd(config: Config, changed: bool) -> Synced:
     """Make clamd run the database now in SIG_DB_DIR, reloading only if it does not."""
     client = ClamdClient(config.clamd_socket, config.clamd_timeout)
     timeout, db_dir = config.clamd_timeout, config.sig_db_dir
     canary = read_canary(db_dir)
     if not changed and canary is not None and has_loaded(client, canary, timeout):
-        return f"clamd: already runs this database ({client.command('VERSION', timeout)})"
+        version = client.command("VERSION", timeout)
+        return Synced(False, f"clamd: already runs this database ({version})")
     try:
         canary = write_canary(db_dir)
     except OSError as exc:
         raise StepError(f"{db_dir}: cannot write {CANARY_FILE}: {exc.strerror}") from exc
     seconds = reload_clamd(client, canary, timeout)
     version = client.command("VERSION", timeout)
-    return f"clamd: reloaded, confirmed after {seconds:.2f} s ({version})"
+    return Synced(True, f"clamd: reloaded, confirmed after {seconds:.2f} s ({version})")
 
 
 def clamd_state(config: Config) -> str:

@@ -13,13 +13,15 @@ import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 from scanmail.config import Config
 from scanmail.errors import ConfigError, ExitCode
 from scanmail.events import Event, EventLog
+from scanmail.humanize import duration
 from scanmail.notify import alert_admin
-from scanmail.sigupdate.database import freshness, snapshot
+from scanmail.sigupdate.database import Freshness, freshness, snapshot
 from scanmail.sigupdate.freshclam import FRESHCLAM_TIMEOUT, run_freshclam
 from scanmail.sigupdate.reload import clamd_state, sync_clamd
 from scanmail.sigupdate.sources import target_name, update_source
@@ -36,6 +38,15 @@ UPDATE_VERDICTS = frozenset({SigOutcome.UPDATED, SigOutcome.CURRENT, SigOutcome.
 OK, TEMP, CONF, FAIL = ExitCode.OK, ExitCode.TEMPFAIL, ExitCode.CONFIG, ExitCode.FAILURE
 
 
+class ClamdSync(StrEnum):
+    """What a run did to clamd, for the summary line."""
+
+    NOT_ASKED = "not asked"  # the command scanner, or no database folder
+    RELOADED = "reloaded"
+    RUNNING = "already runs them"
+    FAILED = "reload FAILED"
+
+
 @dataclass(frozen=True)
 class Report:
     """What one run found: a verdict, one line per step, and the problems."""
@@ -43,6 +54,19 @@ class Report:
     verdict: SigOutcome
     lines: tuple[str, ...]
     problems: tuple[Problem, ...] = ()
+    fresh: Freshness | None = None  # the signatures' age after the run
+    clamd: ClamdSync = ClamdSync.NOT_ASKED
+
+    def headline(self) -> str:
+        """The one line a hand run shows on a terminal (the CLI decides when):
+        "sigupdate: signatures current (daily 27412, 2 h old), clamd reloaded"."""
+        if self.verdict is SigOutcome.BUSY or self.fresh is None:
+            return "sigupdate: " + "; ".join(self.lines)
+        failed = f"FAILED: {_subject(self.problems)}; " if self.problems else ""
+        line = f"sigupdate: {failed}{_signatures(self.verdict, self.fresh)}"
+        if self.clamd is not ClamdSync.NOT_ASKED:
+            line += f", clamd {self.clamd}"
+        return line
 
     @property
     def exit_code(self) -> ExitCode:
@@ -60,6 +84,25 @@ class Report:
         keys = " ".join(problem.key for problem in self.problems)
         return Event(kind=EventKind.SIGUPDATE, verdict=self.verdict, reason=keys,
                      detail=self.summary())
+
+
+def _signatures(verdict: SigOutcome, fresh: Freshness) -> str:
+    """"signatures current (daily 27412, 2 h old)": the state and the newest file."""
+    newest = fresh.newest
+    if newest is None:
+        return f"no dated signature database in {fresh.directory}"
+    if verdict in (SigOutcome.UPDATED, SigOutcome.CURRENT):
+        state = verdict.value
+    else:
+        state = "STALE" if fresh.is_stale else "fresh"
+    name = f"{_stem(newest.name)} {newest.version}" if newest.version else newest.name
+    limit = f", limit {fresh.limit_days:g} days" if fresh.is_stale else ""
+    return f"signatures {state} ({name}, {duration(fresh.now - newest.made)} old{limit})"
+
+
+def _stem(name: str) -> str:
+    """daily.cld -> daily: the database's name as freshclam's log shows it."""
+    return name.rpartition(".")[0] or name
 
 
 def _sources(config: Config, steps: Steps) -> None:
@@ -81,6 +124,7 @@ def _missing(db_dir: Path) -> str:
 
 def _update(config: Config, freshclam_timeout: float) -> Report:
     steps = Steps()
+    clamd = ClamdSync.NOT_ASKED
     db_dir = config.sig_db_dir
     before = snapshot(db_dir)
     if config.freshclam_command:
@@ -92,7 +136,15 @@ def _update(config: Config, freshclam_timeout: float) -> Report:
         _sources(config, steps)
         if config.scanner == "clamd":  # the command scanner reads the files at each scan
             new = snapshot(db_dir) != before
-            steps.attempt("reload", lambda: sync_clamd(config, new))
+            clamd = ClamdSync.FAILED
+
+            def reload() -> str:
+                nonlocal clamd
+                synced = sync_clamd(config, new)
+                clamd = ClamdSync.RELOADED if synced.reloaded else ClamdSync.RUNNING
+                return synced.line
+
+            steps.attempt("reload", reload)
     fresh = freshness(config)
     if fresh.is_stale:
         steps.problems.append(Problem("stale", FAIL, fresh.summary()))
@@ -100,7 +152,7 @@ def _update(config: Config, freshclam_timeout: float) -> Report:
     changed = snapshot(db_dir) != before
     verdict = SigOutcome.FAILED if steps.problems else (
         SigOutcome.UPDATED if changed else SigOutcome.CURRENT)
-    return Report(verdict, tuple(steps.lines), tuple(steps.problems))
+    return Report(verdict, tuple(steps.lines), tuple(steps.problems), fresh, clamd)
 
 
 def _previous_problems(events: EventLog) -> frozenset[str]:

@@ -41,8 +41,6 @@ class Policy:
         ip = peer_ip(peer)
         if ip is None:
             return False
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
         return any(ip in network for network in self.relay_networks)
 
     def is_local(self, address: str) -> bool:
@@ -60,13 +58,20 @@ class Policy:
 
 
 def peer_ip(peer: object) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    """The client's IP address from asyncio's peername, or None."""
+    """The client's IP address from asyncio's peername, or None.
+
+    On the dual-stack [::] socket an IPv4 client shows as ::ffff:a.b.c.d: it is the IPv4
+    address, for RELAY_NETWORKS, the per-client limit, Received: and the logs alike.
+    """
     if not isinstance(peer, tuple) or not peer:
         return None
     try:
-        return ipaddress.ip_address(str(peer[0]).partition("%")[0])
+        ip = ipaddress.ip_address(str(peer[0]).partition("%")[0])
     except ValueError:
         return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
 
 
 def check_address(address: str, smtputf8: bool, sender: bool) -> str | None:

@@ -12,7 +12,6 @@ import logging
 import os
 import pwd
 import signal
-import ssl
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -20,8 +19,10 @@ from concurrent.futures import ThreadPoolExecutor
 from scanmail.config import Config
 from scanmail.errors import ConfigError, TempFailure
 from scanmail.smtpd.acceptance import Policy
+from scanmail.smtpd.listener import dual_stack, is_dual_stack, shown
 from scanmail.smtpd.recipients import Verifier
 from scanmail.smtpd.session import Connections, GatewaySMTP, Handler
+from scanmail.smtpd.tls import tls_context
 from scanmail.spool import Spool
 
 log = logging.getLogger(__name__)
@@ -29,20 +30,6 @@ log = logging.getLogger(__name__)
 IDENT = "ESMTP scanmail"
 WRITE_THREADS = 16  # concurrent Spool.write calls: each waits on two fsyncs
 SHUTDOWN_GRACE = 30.0  # seconds a stop waits for messages being committed
-
-
-def tls_context(config: Config) -> ssl.SSLContext | None:
-    """The STARTTLS context when TLS_CERT and TLS_KEY are set; ConfigError if they are bad."""
-    if not config.tls_cert and not config.tls_key:
-        return None
-    if not (config.tls_cert and config.tls_key):
-        raise ConfigError("TLS_CERT and TLS_KEY must be set together")
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    try:
-        context.load_cert_chain(config.tls_cert, config.tls_key)
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(f"TLS_CERT/TLS_KEY: cannot load {config.tls_cert}: {exc}") from None
-    return context
 
 
 def drop_privileges(user: str) -> None:
@@ -92,19 +79,24 @@ class Receiver:
         """Check the spool and bind the listening socket."""
         self.spool.check()
         host, port = self.listen
+        where = shown(host, port)
         loop = asyncio.get_running_loop()
         try:
-            self.server = await loop.create_server(self.protocol, host or None, port,
-                                                   reuse_address=True)
+            if is_dual_stack(host):
+                sock, where = dual_stack(port)
+                self.server = await loop.create_server(self.protocol, sock=sock)
+            else:
+                self.server = await loop.create_server(self.protocol, host or None, port,
+                                                       reuse_address=True)
         except PermissionError as exc:
             raise ConfigError(
-                f"cannot listen on {host}:{port}: {exc.strerror} (start as root with --user, "
+                f"cannot listen on {where}: {exc.strerror} (start as root with --user, "
                 "or grant CAP_NET_BIND_SERVICE)"
             ) from exc
         except OSError as exc:
             hint = " (is another MTA running?)" if exc.errno == errno.EADDRINUSE else ""
-            raise TempFailure(f"cannot listen on {host}:{port}: {exc.strerror}{hint}") from exc
-        log.info("listening on %s:%d", host, port)
+            raise TempFailure(f"cannot listen on {where}: {exc.strerror}{hint}") from exc
+        log.info("listening on %s", where)
 
     async def stop(self) -> None:
         """Stop listening, let messages being written finish, close every connection."""
