@@ -38,46 +38,43 @@ def run_setup(answers: Answers) -> Iterator[Step]:
         raise SetupError("scanmail setup must be run as root: it creates the service user, "
                          "the spool and the systemd units")
     check_bin_dir(answers.bin_dir)
-    steps: list[Step] = []
+    changes = 0
+    for step in steps(answers):
+        changes += step.changed
+        yield step
+    yield from what_next(answers, changes)
 
-    def report(step: Step) -> Step:
-        steps.append(step)
-        return step
 
+def steps(answers: Answers) -> Iterator[Step]:
+    """The steps themselves, in the order the README's manual install has them."""
     entry, made = account.ensure_user(answers.user, answers.spool)
-    yield report(made)
-    yield report(settle_spool(answers.spool, entry))
-    env_path = answers.spool / "etc" / ENV_NAME
-    written, config = envfile.settle(env_path, answers.given, answers.defaults,
-                                     answers.notes, entry)
-    for step in written:
-        yield report(step)
+    yield made
+    yield settle_spool(answers.spool, entry)
+    written, config = envfile.settle(answers.spool / "etc" / ENV_NAME, answers.given,
+                                     answers.defaults, answers.notes, entry)
+    yield from written
     clamd_conf = Path(config.clamd_conf) if config.clamd_conf else None
     clamd = note("CLAMD_CONF is empty: clamd's limits left alone")
     if clamd_conf is not None:
-        required = config.clamd_conf != DEFAULT_CLAMD_CONF
+        required = config.clamd_conf != DEFAULT_CLAMD_CONF  # named by the admin: must exist
         clamd = clamdconf.settle(clamd_conf, config.max_message_size, required)
-    yield report(clamd)
-    yield report(account.grant_acl(config.sig_db_dir, entry.pw_name))
+    yield clamd
+    yield account.grant_acl(config.sig_db_dir, entry.pw_name)
     rendered = {name: units.render(name, text, bin_dir=answers.bin_dir, user=entry.pw_name,
                                    group=account.group_name(entry), spool=answers.spool,
                                    sig_db_dir=config.sig_db_dir)
                 for name, text in units.shipped().items()}
     installed = units.install(answers.unit_dir, rendered)
-    yield report(installed)
+    yield installed
     hidden = units.hidden_from_services(answers.spool)
     if hidden:
         yield note(hidden)
     if answers.start and systemd.is_running():
-        for step in systemd.start(
+        yield from systemd.start(
             reload=installed.changed, refresh=written[0].changed or installed.changed,
-            restart_clamd=clamd.changed and clamd_conf == systemd.DEBIAN_CLAMD_CONF,
-            listen=config.listen,
-        ):
-            yield report(step)
+            clamd_changed=clamd.changed, clamd_conf=clamd_conf, listen=config.listen)
     else:
         yield from systemd.by_hand(rendered, clamd.changed, clamd_conf, systemd.is_running())
-    yield from what_next(answers, sum(step.changed for step in steps))
 
 
 def check_bin_dir(bin_dir: Path) -> None:

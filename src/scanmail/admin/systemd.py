@@ -54,15 +54,24 @@ def check_port(listen: tuple[str, int]) -> None:
             raise SetupError(f"LISTEN {host}:{port}: {why}; scanmail-smtpd not started") from None
 
 
-def start(*, reload: bool, refresh: bool, restart_clamd: bool,
+def restart_clamd_hint(clamd_conf: Path | None) -> str:
+    """How to make clamd read new limits, for the admin to do."""
+    return "restart clamd to use the new limits: " + (
+        f"systemctl restart {names([CLAMD_UNIT])}" if clamd_conf == DEBIAN_CLAMD_CONF
+        else f"the clamd that reads {clamd_conf}")
+
+
+def start(*, reload: bool, refresh: bool, clamd_changed: bool, clamd_conf: Path | None,
           listen: tuple[str, int]) -> Iterator[Step]:
-    """systemctl: units reloaded, clamd restarted if asked, the services enabled and running."""
+    """systemctl: units reloaded, Debian's clamd restarted for new limits, services running."""
     if reload:
         run_tool(["systemctl", "daemon-reload"])
         yield done("systemd: reloaded the unit files")
-    if restart_clamd:
+    if clamd_changed and clamd_conf == DEBIAN_CLAMD_CONF:
         run_tool(["systemctl", "restart", CLAMD_UNIT])
         yield done(f"systemd: restarted {names([CLAMD_UNIT])}: it now uses the new limits")
+    elif clamd_changed:
+        yield note(restart_clamd_hint(clamd_conf))
     wanted = [*SERVICES, *TIMERS]
     idle = [unit for unit in wanted
             if not (succeeds(["systemctl", "is-enabled", "--quiet", unit])
@@ -96,6 +105,4 @@ def by_hand(units: Mapping[str, str], clamd_changed: bool, clamd_conf: Path | No
     else:
         yield note(f"not started (--no-start); to start: {enable_command()}")
     if clamd_changed:
-        yield note("restart clamd to use the new limits: " + (
-            f"systemctl restart {names([CLAMD_UNIT])}" if clamd_conf == DEBIAN_CLAMD_CONF
-            else f"the clamd that reads {clamd_conf}"))
+        yield note(restart_clamd_hint(clamd_conf))
