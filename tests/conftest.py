@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers.rootrun import SYSTEM_PYTHON, install_venv, walkable_folder
 from scanmail.admin.init import create_spool
 from scanmail.testing import PrivateClamd
 
@@ -42,6 +43,18 @@ def private_clamd(
 ) -> Iterator[PrivateClamd]:
     """A clamd of the test's own, free to be stopped and restarted."""
     yield from _running_clamd(tmp_path_factory.mktemp("clamd-own"), clamd_db)
+
+
+@pytest.fixture(scope="session")
+def installed_bin() -> Iterator[Path]:
+    """scanmail installed as the README says, in a venv every user can read: its bin folder.
+
+    One for the session: the root-only tests (a service user runs these commands) share it.
+    """
+    if not SYSTEM_PYTHON.exists():
+        pytest.skip(f"{SYSTEM_PYTHON} missing: the Debian python3 package")
+    with walkable_folder("scanmail-venv-") as folder:
+        yield install_venv(folder / "venv")
 
 
 @pytest.fixture

@@ -29,38 +29,12 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-SYSTEM_PYTHON = Path("/usr/bin/python3")
-REPO = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module")
-def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """scanmail installed as the README says, in a venv of the system Python.
-
-    The test venv's interpreter may live where the service user cannot read (a pyenv
-    under /root): after the switch its lazy imports would fail, as they never would in a
-    real install. So the commands run from a venv every user can read.
-    """
-    if not SYSTEM_PYTHON.exists():
-        pytest.skip(f"{SYSTEM_PYTHON} missing: the Debian python3 package")
-    folder = Path(tempfile.mkdtemp(prefix="scanmail-venv-", dir="/tmp"))
-    folder.chmod(0o755)
-    venv = folder / "venv"
-    try:
-        subprocess.run([str(SYSTEM_PYTHON), "-m", "venv", str(venv)], check=True, timeout=300)
-        subprocess.run([str(venv / "bin" / "pip"), "install", "-q", str(REPO)], check=True,
-                       timeout=600, capture_output=True)
-        yield venv / "bin"
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-
-
 _BIN: list[Path] = []
 
 
 @pytest.fixture(autouse=True)
-def _use_installed(installed: Path) -> Iterator[None]:
-    _BIN.append(installed)
+def _use_installed(installed_bin: Path) -> Iterator[None]:
+    _BIN.append(installed_bin)
     yield
     _BIN.clear()
 

@@ -46,7 +46,11 @@ def parse_size(text: str) -> int | None:
 def directives(path: Path) -> dict[str, tuple[str, int]]:
     """Each directive's first value and line, as clamd reads its file."""
     with path.open("rb") as conf:
-        text = conf.read(MAX_CONF_BYTES).decode("utf-8", "replace")
+        return parse_directives(conf.read(MAX_CONF_BYTES).decode("utf-8", "replace"))
+
+
+def parse_directives(text: str) -> dict[str, tuple[str, int]]:
+    """directives() of a clamd.conf's text (setup edits the line clamd would read)."""
     found: dict[str, tuple[str, int]] = {}
     for number, line in enumerate(text.splitlines(), 1):
         words = line.split(None, 1)

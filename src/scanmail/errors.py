@@ -53,6 +53,12 @@ class SpoolError(GatewayError):
     exit_code = ExitCode.IOERR
 
 
+class SetupError(GatewayError):
+    """`scanmail setup` cannot do a step as asked: not root, a tool failed, a file in the way."""
+
+    exit_code = ExitCode.CANTCREAT
+
+
 class MalformedSpoolFile(GatewayError):
     """A spool file's envelope cannot be read."""
 

@@ -7,13 +7,16 @@ becomes the spool's owner first, as Postfix's postsuper and Mailman's commands d
 supplementary groups of that user, then its group, then its uid, for good (no way back).
 
 A spool owned by root (or missing, before `scanmail init`) keeps root: nothing to switch to.
+`scanmail setup`, which must stay root, uses acting_as() for its edits inside the spool.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import pwd
+from collections.abc import Iterator
 from pathlib import Path
 
 from scanmail.errors import ConfigError
@@ -69,3 +72,24 @@ def act_as_spool_owner(spool_dir: Path) -> str | None:
     become(entry)
     log.debug("running as %s, the owner of %s", entry.pw_name, spool_dir)
     return entry.pw_name
+
+
+@contextlib.contextmanager
+def acting_as(entry: pwd.struct_passwd) -> Iterator[None]:
+    """Root with entry's effective ids for a while, then root again.
+
+    For root's own edits inside a folder the service user owns (`scanmail setup` writing
+    etc/scanmail.env): a file made there is entry's from the start, and a link planted
+    there leads only where entry could go anyway. The real and saved uid stay 0, so the
+    way back is open (to this process only: a signal or ptrace needs the real uid).
+    """
+    groups, egid = os.getgroups(), os.getegid()
+    os.setgroups(os.getgrouplist(entry.pw_name, entry.pw_gid))
+    os.setegid(entry.pw_gid)
+    os.seteuid(entry.pw_uid)
+    try:
+        yield
+    finally:
+        os.seteuid(0)
+        os.setegid(egid)
+        os.setgroups(groups)

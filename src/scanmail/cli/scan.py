@@ -16,6 +16,7 @@ from scanmail.cli import (
     config_option,
     exit_codes,
     log,
+    setup,
     shared_options,
     start,
     summary_line,
@@ -155,3 +156,4 @@ def init(ctx: click.Context, spool_dir: Path | None, user: str | None) -> None:
 
 
 admin.register(main)
+setup.register(main)
