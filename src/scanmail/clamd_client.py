@@ -1,4 +1,4 @@
-"""The one clamd client: CLAMD_SOCKET parsed once into an address; connect, command, INSTREAM.
+"""The one clamd client: CLAMD_SOCKET parsed once into an address; commands, FILDES, INSTREAM.
 
 It wraps the `clamd` package (its connection classes, command framing and reply parser);
 every use of the package's private methods is here. What it adds: a bounded connect for
@@ -14,7 +14,9 @@ command.
 
 from __future__ import annotations
 
+import array
 import contextlib
+import os
 import socket
 import struct
 import warnings
@@ -32,6 +34,10 @@ with warnings.catch_warnings():
 
 CHUNK = 1 << 20  # INSTREAM chunk; clamd's default StreamMaxLength is far larger
 MAX_REPLY = 1 << 16  # no clamd reply is longer
+# Objects up to this size go to a local clamd as descriptors. Kept well under any sane
+# MaxFileSize (Debian's is 25M): past StreamMaxLength INSTREAM is refused (unchecked), a
+# descriptor past MaxFileSize would be skipped in silence.
+FILDES_MAX = 10 << 20
 
 
 @dataclass(frozen=True)
@@ -76,6 +82,8 @@ class ClamdClient:
     def __init__(self, address: ClamdAddress | str, timeout: float) -> None:
         self.address = address if isinstance(address, ClamdAddress) else ClamdAddress.parse(address)
         self.timeout = timeout
+        self.fildes = True  # hand files over as descriptors (local socket, small objects)
+        self.fildes_max = FILDES_MAX
 
     def command(self, name: str, timeout: float | None = None) -> str:
         """Send one command (VERSION, RELOAD, PING) and return clamd's reply line."""
@@ -90,13 +98,34 @@ class ClamdClient:
         return self.command("VERSION")
 
     def scan_file(self, path: Path, offset: int = 0) -> ScanReply:
-        """INSTREAM the file from offset; clamd's reply."""
+        """The file from offset, scanned; clamd's reply.
+
+        On a local socket an object up to FILDES_MAX is handed over as a descriptor
+        (FILDES): clamd reads it in place, and neither side copies it through the
+        socket. Larger ones (past fildes_max: see clamd_limits.handover_max) are streamed
+        (INSTREAM), so that clamd's StreamMaxLength still refuses what it would not scan
+        whole. A clamd that refuses descriptors is
+        streamed to from then on.
+        """
+        if self.address.path and self.fildes:
+            conn, text = self._scan(path, offset, handover=True)
+            if not _refused(text):
+                return self._parsed(conn, text)
+            conn, text = self._scan(path, offset, handover=False)
+            if not _refused(text):
+                self.fildes = False  # this clamd takes no descriptors: stream from now on
+            return self._parsed(conn, text)
+        return self._parsed(*self._scan(path, offset, handover=False))
+
+    def _scan(self, path: Path, offset: int, handover: bool) -> tuple[Any, str]:
         try:
             with self._connected() as conn:
-                text = _instream(conn, path, offset)
+                text = _fildes(conn, path, offset, self.fildes_max) if handover else None
+                if text is None:
+                    text = _instream(conn, path, offset)
         except (clamd.ClamdError, OSError) as exc:  # reached, then failed on this object
             raise ScanFailed(f"clamd at {self.address}: {path.name}: {exc}") from exc
-        return self._parsed(conn, text)
+        return conn, text
 
     def scan_bytes(self, data: bytes, timeout: float | None = None) -> ScanReply:
         """INSTREAM a small object held in memory (the canary, a test sample)."""
@@ -154,6 +183,48 @@ def _reply(conn: Any) -> str:
     with contextlib.closing(conn.clamd_socket.makefile("rb")) as reader:
         line = reader.readline(MAX_REPLY)
     return bytes(line).rstrip(b"\0").decode("utf-8", "replace").strip()
+
+
+def _refused(text: str) -> bool:
+    """An ERROR reply other than the size limit (which is an answer: too large)."""
+    return text.endswith("ERROR") and not text.startswith("INSTREAM size limit exceeded")
+
+
+def _fildes(conn: Any, path: Path, offset: int, largest: int) -> str | None:
+    """Hand clamd the file as a descriptor (FILDES); None, having sent nothing, if the
+    object is over largest bytes. clamd scans a descriptor from its start: an object that
+    starts at an offset (the message after a spool file's envelope) is first copied by
+    the kernel into an anonymous memory file (memfd), which clamd then reads."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        size = os.fstat(fd).st_size - offset
+        if size > largest:
+            return None
+        if offset:
+            view = os.memfd_create("scanmail-message", os.MFD_CLOEXEC)
+            try:
+                _copy(fd, view, offset, size)
+            except BaseException:
+                os.close(view)
+                raise
+            os.close(fd)
+            fd = view
+        conn._send_command("FILDES")
+        conn.clamd_socket.sendmsg(
+            [b"\0"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))])
+        return _reply(conn)
+    finally:
+        os.close(fd)
+
+
+def _copy(source: int, target: int, offset: int, size: int) -> None:
+    """size bytes of source from offset into target, inside the kernel (sendfile)."""
+    while size > 0:
+        sent = os.sendfile(target, source, offset, size)
+        if sent == 0:
+            break  # the file shrank: clamd scans what there is
+        offset += sent
+        size -= sent
 
 
 def _instream(conn: Any, path: Path, offset: int) -> str:

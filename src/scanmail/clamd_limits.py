@@ -81,6 +81,22 @@ def serves(path: Path, clamd_socket: str) -> bool:
     return bool(local) and os.path.realpath(local) == os.path.realpath(clamd_socket)
 
 
+def handover_max(config: Config, ceiling: int) -> int:
+    """The largest object to hand clamd as a descriptor: ceiling, or less where CLAMD_CONF
+    (when it is our clamd's file) sets StreamMaxLength or MaxFileSize lower, so that what
+    INSTREAM would have refused (unchecked) is still refused, never skipped in silence."""
+    if not config.clamd_conf:
+        return ceiling
+    path = Path(config.clamd_conf)
+    try:
+        if not serves(path, config.clamd_socket):
+            return ceiling
+        limits = read_limits(path)
+    except OSError:
+        return ceiling
+    return min(ceiling, limits["StreamMaxLength"].value, limits["MaxFileSize"].value)
+
+
 def warnings(config: Config) -> list[str]:
     """One line per clamd limit below MAX_MESSAGE_SIZE (none if CLAMD_CONF is empty or absent).
 

@@ -26,6 +26,7 @@ from helpers import containers_build as build
 from helpers.mail import RCPT, SENDER, enqueue, folder_of, message
 from scanmail import mime
 from scanmail.config import load_config
+from scanmail.mime.archives import sevenzip
 from scanmail.scan.runner import run
 from scanmail.testing import TESTFILES
 
@@ -349,3 +350,24 @@ def test_one_unreadable_zip_member_hides_none_of_the_others(tmp_path: Path) -> N
         found = mime.explode(handle, work, mime.Limits())
     assert "a.zip/later.exe" in found.names and "a.zip/first.txt" in found.names
     assert any(defect.startswith("zip ") for defect in found.defects)
+
+
+@pytest.mark.skipif(shutil.which("7z") is None, reason="7z (p7zip-full) is not installed")
+def test_a_7z_without_7zip_is_unchecked(tmp_path, monkeypatch):
+    """7-Zip missing from PATH: the names inside cannot be read, so the message cannot be
+    judged (before, only a defect was noted and clamd's word let it pass)."""
+    seven = built(BANNED, "7z", tmp_path / "s")
+    empty = tmp_path / "no-tools"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    with pytest.raises(mime.LimitExceeded, match=r"7z not installed .*p7zip-full"):
+        explode(message("7z", attachments=[("a.bin", seven)]), tmp_path / "w")
+
+
+@pytest.mark.skipif(shutil.which("7z") is None, reason="7z (p7zip-full) is not installed")
+def test_a_7z_that_7zip_does_not_finish_in_time_is_unchecked(tmp_path, monkeypatch):
+    seven = built(BANNED, "7z", tmp_path / "s")
+    monkeypatch.setattr(sevenzip, "LIST_TIMEOUT", 0.0005)  # no 7z run is this fast
+    with pytest.raises(mime.LimitExceeded, match="no answer within"):
+        explode(message("7z", attachments=[("a.bin", seven)]), tmp_path / "w")
+    assert not list((tmp_path / "w").glob("*~x"))  # its scratch folder is gone

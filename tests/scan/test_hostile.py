@@ -104,8 +104,9 @@ def test_a_stream_over_clamds_limit_is_unchecked_and_the_pass_goes_on(
                   "Content-Transfer-Encoding: base64\r\n\r\n").encode()
                   + base64_lines(os.urandom(3 << 20)))
     small = [enqueue(spool_root, (HEAD + f"\r\nhello {i}\r\n").encode()) for i in range(10)]
-    with server:
-        summary = run(load_config(write_env(CLAMD_SOCKET=str(server.socket))))
+    with server:  # CLAMD_CONF tells the limit: the 4 MB message is streamed, not handed over
+        summary = run(load_config(write_env(CLAMD_SOCKET=str(server.socket),
+                                            CLAMD_CONF=str(server.conf))))
     assert summary.left == 0
     assert folder_of(spool_root, big.name) == ["quarantine"]
     assert reasons(spool_root)[big.name] == "unchecked"

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from scanmail.clamd_client import FILDES_MAX
 from scanmail.config import Config, load_config
 from scanmail.errors import ScanFailed, ScannerUnavailable
 from scanmail.scan.scanner import (
@@ -14,6 +15,7 @@ from scanmail.scan.scanner import (
     CommandScanner,
     ScanResult,
     Target,
+    TooLarge,
     make_scanner,
 )
 from scanmail.testing import PrivateClamd, eicar
@@ -173,3 +175,47 @@ def test_clamscan_as_the_command_backend(write_env, clamd_db: Path, tmp_path: Pa
     result = scanner.scan(spool_file(tmp_path / "q2", b"clean"), [part(work / "1-e", eicar())],
                           work)
     assert len(result.viruses) == 1 and result.viruses[0].startswith(EICAR)
+
+
+def test_a_local_clamd_is_handed_descriptors_and_large_objects_are_streamed(
+    clamd_config: Config, tmp_path: Path
+) -> None:
+    """FILDES for small objects (clamd reads them in place; from an offset through a memfd),
+    INSTREAM past the handover limit; the verdict is the same either way."""
+    scanner = ClamdScanner(clamd_config)
+    sample = part(tmp_path / "eicar.com", eicar())
+    handed = scanner.client.scan_file(sample)
+    assert handed.text.startswith("fd[") and handed.virus and handed.virus.startswith(EICAR)
+    enveloped = spool_file(tmp_path / "q4", eicar())
+    reply = scanner.client.scan_file(enveloped.path, enveloped.offset)
+    assert reply.text.startswith("fd[") and reply.virus and reply.virus.startswith(EICAR)
+    scanner.client.fildes_max = len(eicar()) - 1
+    streamed = scanner.client.scan_file(enveloped.path, enveloped.offset)
+    assert streamed.text.startswith("stream:") and streamed.virus == reply.virus
+
+
+def test_handover_stays_below_clamds_stream_limit(
+    write_env, clamd_db: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """What INSTREAM would refuse (so the message is unchecked) is never handed over to be
+    skipped in silence: up to CLAMD_CONF's StreamMaxLength/MaxFileSize when it is our clamd's
+    file, else up to FILDES_MAX, under any clamd's default MaxFileSize."""
+    server = PrivateClamd(tmp_path_factory.mktemp("clamd-1m"), db_dir=clamd_db)
+    server.configure()
+    server.conf.write_text(server.conf.read_text().replace("StreamMaxLength 300M",
+                                                           "StreamMaxLength 1M"))
+    work = tmp_path_factory.mktemp("objects")
+    two_mb = part(work / "two.bin", b"\0" * (2 << 20))
+    over = part(work / "over.bin", b"\0" * (FILDES_MAX + 1))
+    with server:
+        told = ClamdScanner(load_config(write_env(CLAMD_SOCKET=str(server.socket),
+                                                  CLAMD_CONF=str(server.conf))))
+        assert told.client.fildes_max == 1 << 20
+        with pytest.raises(TooLarge):
+            told.scan_target(Target(two_mb))
+        unknown = ClamdScanner(load_config(write_env(CLAMD_SOCKET=str(server.socket),
+                                                     CLAMD_CONF="")))
+        assert unknown.client.fildes_max == FILDES_MAX
+        assert unknown.scan_target(Target(two_mb)) is None  # handed over, scanned whole
+        with pytest.raises(TooLarge):
+            unknown.scan_target(Target(over))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import binascii
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -59,6 +60,18 @@ class Body:
         self.buffer, self.buffered = [], 0
         if self.encoding == "base64":
             self._check_base64(data)
+            if (not (self.odd or self.b64_rest) and data.endswith(b"\n")
+                    and (final or not data.rstrip().endswith(b"="))):
+                # Whole lines of whole quads, nothing else: the C decoder skips the line
+                # ends itself, without the copy that removing them first would cost. A
+                # ragged end it refuses takes the general way below.
+                try:
+                    decoded = binascii.a2b_base64(data)
+                except binascii.Error:
+                    pass
+                else:
+                    self._write(decoded)
+                    return
             chars = self.b64_rest + data.translate(None, readings.B64_DELETE)
             usable = len(chars) if final else len(chars) - len(chars) % 4
             chars, self.b64_rest = chars[:usable], chars[usable:]
@@ -81,7 +94,7 @@ class Body:
             self.odd = "base64 data after padding"
         elif b"=" in stripped.rstrip(b"=").rstrip():
             self.odd = "base64 padding inside data"
-        else:
+        elif not _even_lines(stripped):
             lines = stripped.replace(b"\r", b"").replace(b" ", b"").replace(b"\t", b"")
             lengths = set(map(len, lines.split(b"\n")[:-1]))
             if 0 in lengths:
@@ -105,3 +118,28 @@ class Body:
         finally:
             self.out.close()
         return self.size
+
+
+def _even_lines(text: bytes) -> bool:
+    """True if every line but the last has the same length, a whole number of quads, and
+    all end alike (LF or CRLF), with no blank or tab: what every encoder writes.
+
+    Checked at the places the line ends must be (a stride slice) and by counting them,
+    about five times faster than splitting a megabyte into lines; False only means
+    "look closer".
+    """
+    first = text.find(b"\n")
+    if first < 0 or b" " in text or b"\t" in text:
+        return first < 0 and b" " not in text and b"\t" not in text
+    crlf = text[first - 1 : first] == b"\r"
+    width = first - crlf
+    if width <= 0 or width % 4:
+        return False
+    ends = text[first :: first + 1]
+    newlines = len(text) - len(text.replace(b"\n", b""))  # count() is slower
+    if newlines > len(ends) or ends[:newlines].strip(b"\n"):
+        return False
+    returns = len(text) - len(text.replace(b"\r", b""))
+    if not crlf:
+        return returns == 0
+    return returns == newlines and not text[first - 1 :: first + 1][:newlines].strip(b"\r")

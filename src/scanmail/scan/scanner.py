@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-from scanmail.clamd_client import ClamdClient
+from scanmail.clamd_client import FILDES_MAX, ClamdClient
+from scanmail.clamd_limits import handover_max
 from scanmail.config import Config
 from scanmail.errors import ScannerUnavailable
 from scanmail.humanize import size
@@ -53,13 +54,15 @@ class Scanner(Protocol):
 
 
 class ClamdScanner:
-    """ClamAV's daemon over its socket, streaming bytes with INSTREAM.
+    """ClamAV's daemon over its socket: each object handed over or streamed.
 
-    INSTREAM, not SCAN: clamd runs as its own user and need not be able to read the spool.
+    FILDES (a descriptor) or INSTREAM, never SCAN: clamd runs as its own user and need not
+    be able to read the spool.
     """
 
     def __init__(self, config: Config) -> None:
         self.client = ClamdClient(config.clamd_socket, config.clamd_timeout)
+        self.client.fildes_max = handover_max(config, FILDES_MAX)
         self.address = self.client.address
 
     def version(self) -> str:
