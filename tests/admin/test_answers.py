@@ -62,7 +62,7 @@ def test_given_answers_become_settings_and_guesses_only_defaults() -> None:
         "RELAY_PORT": "25", "CLAMD_CONF": "",
     }
     assert answers.defaults["ADMIN_EMAIL"] == "postmaster@corp.example"
-    assert answers.defaults["LISTEN"] == "0.0.0.0:25"
+    assert answers.defaults["LISTEN"] == "[::]:25"
     assert "LOCAL_DOMAINS" not in answers.defaults
 
 

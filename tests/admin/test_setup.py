@@ -127,7 +127,7 @@ def test_setup_installs_every_part_and_a_second_run_changes_nothing(site: Site) 
         "LISTEN")} == {
         "SPOOL_DIR": str(site.spool), "HOSTNAME": "gw.corp.example",
         "LOCAL_DOMAINS": "corp.example", "RELAY_HOST": "mail.corp.example", "RELAY_PORT": "25",
-        "ADMIN_EMAIL": "postmaster@corp.example", "LISTEN": "0.0.0.0:25"}
+        "ADMIN_EMAIL": "postmaster@corp.example", "LISTEN": "[::]:25"}
 
     conf = site.base / "clamd.conf"
     edited = conf.read_text()

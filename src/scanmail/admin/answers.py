@@ -20,7 +20,7 @@ from scanmail.config import DEFAULT_SPOOL, SETTINGS
 from scanmail.errors import ConfigError
 
 DEFAULT_USER = "scanmail"
-DEFAULT_LISTEN = "0.0.0.0:25"
+DEFAULT_LISTEN = "[::]:25"  # IPv4 and IPv6 (the receiver falls back to IPv4 alone)
 DEFAULT_UNIT_DIR = Path("/etc/systemd/system")
 # Debian's adduser accepts these for a system user (SYS_NAME_REGEX); 32 is useradd's limit.
 USER_NAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
