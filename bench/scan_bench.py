@@ -1,6 +1,6 @@
 """Benchmark: scanmail --once against clamd alone, on a generated mixed spool.
 
-    .venv/bin/python bench/scan_bench.py [--messages 3000] [--rounds 3] [--workers 4] [--workdir DIR]
+    .venv/bin/python bench/scan_bench.py [--messages 3000] [--rounds 3] [--workers 4]
 
 Prints messages/second for `scanmail --once`, the floor (clamd alone scanning the same raw
 messages over INSTREAM with two connections), their ratio (target: at most 1.3), whether
