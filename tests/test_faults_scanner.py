@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from helpers.mail import enqueue, message
+from scanmail.clamd_client import ClamdClient
 from scanmail.spool import list_complete, read_spool_file
 from scanmail.testing import eicar
 
@@ -138,3 +139,17 @@ def test_a_clamd_that_passes_the_canary_blames_the_message_after_three_passes(
     record = (spool_root / "quarantine" / f"{held.name}.d" / "record").read_text()
     assert "Reason: unchecked" in record and "scanner failed 3 times" in record
     assert not (spool_root / "var" / "scanner-down").exists()
+
+
+def test_a_clamd_that_takes_no_descriptors_is_streamed_to(tmp_path: Path) -> None:
+    """FILDES unanswered (a clamd behind a forwarded socket, an old or odd one): the object
+    is streamed instead, and so is every later one, with the same verdict."""
+    sample = tmp_path / "sample.com"
+    sample.write_bytes(eicar())
+    with fake_clamd(tmp_path, finds_eicar=True) as server:
+        client = ClamdClient(str(server.path), timeout=10)
+        reply = client.scan_file(sample)
+        assert reply.virus == "Eicar-Test-Signature" and reply.text.startswith("stream:")
+        assert client.fildes is False and server.scans == 1
+        assert client.scan_file(sample).virus == "Eicar-Test-Signature"
+        assert server.scans == 2

@@ -108,7 +108,10 @@ class ClamdClient:
         streamed to from then on.
         """
         if self.address.path and self.fildes:
-            conn, text = self._scan(path, offset, handover=True)
+            try:
+                conn, text = self._scan(path, offset, handover=True)
+            except ScanFailed:  # a clamd that drops the descriptor, or the connection
+                text = ""
             if not _refused(text):
                 return self._parsed(conn, text)
             conn, text = self._scan(path, offset, handover=False)
@@ -186,8 +189,11 @@ def _reply(conn: Any) -> str:
 
 
 def _refused(text: str) -> bool:
-    """An ERROR reply other than the size limit (which is an answer: too large)."""
-    return text.endswith("ERROR") and not text.startswith("INSTREAM size limit exceeded")
+    """Not an answer about the object: an ERROR (other than the size limit, which is an
+    answer: too large), an unknown command, or nothing at all."""
+    if text.startswith("INSTREAM size limit exceeded"):
+        return False
+    return not text.endswith((" OK", " FOUND"))
 
 
 def _fildes(conn: Any, path: Path, offset: int, largest: int) -> str | None:
