@@ -157,8 +157,10 @@ def main() -> int:
     failed = False
     clamd.start()
     try:
-        for name, extra in SERVICES.items():
-            processes[name] = subprocess.Popen([str(bin_dir / name), "--config", str(env), *extra])
+        for name, extra in SERVICES.items():  # their log lines (stderr without syslog) to a file
+            with open(base / f"{name}.log", "ab") as log:
+                processes[name] = subprocess.Popen(
+                    [str(bin_dir / name), "--config", str(env), *extra], stderr=log)
         wait_for_port(port, processes["scanmail-smtpd"])
         run_rate(port, sink, 2.0, 2.0)  # warm up: clamd's first scans, connections
         print(f"gateway delay, 250 at scanmail-smtpd -> receipt at the relay "
