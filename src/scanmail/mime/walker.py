@@ -8,7 +8,8 @@ Where a message is ambiguous (a broken encoding, an odd boundary, a duplicated h
 mail clients disagree about what it holds, and a virus can hide in the reading the
 gateway did not make. So the walk notes every ambiguity, decodes such parts in every
 common way (scanmail.mime.readings), and carves base64 runs out of the raw message whatever
-its structure claims. Names are read by scanmail.mime.names; archives by scanmail.mime.archives.
+its structure claims (scanmail.mime.carve). Names are read by scanmail.mime.names; archives
+by scanmail.mime.archives.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import BinaryIO
 
 from scanmail.mime import archives, enclosed, names, readings
 from scanmail.mime.body import TEXT_SNIFF, Body
+from scanmail.mime.carve import base64_runs
 from scanmail.mime.headers import (
     BINHEX_ENCODINGS,
     IDENTITY,
@@ -42,18 +44,12 @@ CARVE_ALWAYS = 2 << 20  # messages up to this size are always carved for base64 
 CARVE_MAX = 16 << 20  # ambiguous messages up to this size are carved (held in memory)
 _HEADER_LINE = re.compile(rb"[!-9;-~]+[ \t]*:|[ \t]")
 _UU_BEGIN = re.compile(rb"begin(-base64)?[ \t]++[0-7]{3,4}[ \t]++(\S[^\r\n]*+)")
-_LONE_CR = re.compile(rb"\r(?!\n)")
 # ClamAV unpacks these itself, in the raw message and in the decoded container, so a
 # member of one is written (and scanned again, and walked) only if it is a container in
 # turn; it is still decoded, to charge the limits. Members of the others (lzh, zst, UDF,
 # disk images) are always written: this copy is the only one that is ever scanned.
 CLAMAV_UNPACKS = frozenset({"zip", "rar", "7z", "arj", "cab", "cpio", "iso", "tar", "tar.gz",
                             "tar.bz2", "tar.xz", "gz", "bz2", "xz"})
-# A run of base64-looking lines. Searched for from a newline (a literal the regex engine
-# skips to at C speed), not from every position with a MULTILINE ^: ten times faster.
-_B64_LINE = rb"[ \t]*+[A-Za-z0-9+/]{4,}+={0,2}[ \t]*+\r?\n"
-_CARVE_AT = re.compile(rb"(?:" + _B64_LINE + rb")+")
-_CARVE = re.compile(rb"\n((?:" + _B64_LINE + rb")+)")
 
 
 class Walker:
@@ -322,14 +318,7 @@ class Walker:
         if size > CARVE_MAX:  # ambiguous, and too large to carve: never passed (issue 14)
             raise LimitExceeded(f"odd message of {size} bytes, over the {CARVE_MAX} bytes "
                                 "base64 carving may take")
-        raw = lines.read_raw(0, size)
-        if _LONE_CR.search(raw):
-            raw = raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-            plain: list[tuple[int, int]] = []  # offsets no longer match the stream's
-        else:
-            plain = self.plain_base64
-        runs = [run for gap_start, gap_end in _gaps(plain, len(raw))
-                for run in _carve_runs(raw, gap_start, gap_end) if len(run) >= 16]
+        runs = base64_runs(lines.read_raw(0, size), self.plain_base64)
         if not runs:
             return
         seen = {_digest_file(p.path) for p in self.result.parts if p.path is not None}
@@ -403,29 +392,6 @@ def _member_names(parent: str, found: list[str]) -> list[str]:
     full = [f"{parent}/{name.lstrip('/')}" for name in found]
     bare = [name.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1] for name in found]
     return list(dict.fromkeys(n for n in (*full, *found, *bare) if n))
-
-
-def _carve_runs(raw: bytes, start: int, end: int) -> Iterator[bytes]:
-    """The runs of base64 lines in raw[start:end], each starting at a line's start."""
-    pos = start
-    if start == 0 or raw[start - 1 : start] == b"\n":
-        first = _CARVE_AT.match(raw, start, end)
-        if first:
-            yield first.group()
-            pos = first.end() - 1  # its last newline may precede the next run
-    for match in _CARVE.finditer(raw, pos, end):
-        yield match.group(1)
-
-
-def _gaps(ranges: list[tuple[int, int]], size: int) -> Iterator[tuple[int, int]]:
-    """The stretches of [0, size) outside the given (sorted, disjoint) ranges."""
-    pos = 0
-    for start, end in sorted(ranges):
-        if start > pos:
-            yield pos, start
-        pos = max(pos, end)
-    if pos < size:
-        yield pos, size
 
 
 def _digest_file(path: Path | None) -> bytes:
