@@ -9,11 +9,12 @@ RFC 3464 report to the sender and the file goes to failed/, never deleted.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -318,6 +319,19 @@ class Forwarder:
             raise SpoolError(f"{path}: cannot remove delivered file: {exc.strerror}") from exc
 
 
+@contextlib.contextmanager
+def _locked_forwarder(config: Config) -> Iterator[Forwarder | None]:
+    """A Forwarder holding the stage's run lock; None if another scanmail-fwd holds it."""
+    spool = Spool(config.spool_dir)
+    spool.check()
+    with run_lock(spool.var / LOCK_NAME) as locked:
+        if not locked:
+            log.info("another scanmail-fwd holds %s; nothing to do", spool.var / LOCK_NAME)
+            yield None
+        else:
+            yield Forwarder(config)
+
+
 def run_once(
     config: Config, flush: bool = False, stop: threading.Event | None = None
 ) -> PassReport:
@@ -326,14 +340,10 @@ def run_once(
     Mail left for later is in the report, not raised: the caller shows the report, then
     check() turns it into exit 75.
     """
-    spool = Spool(config.spool_dir)
-    spool.check()
     stop = stop or threading.Event()
-    with run_lock(spool.var / LOCK_NAME) as locked:
-        if not locked:
-            log.info("another scanmail-fwd holds %s; nothing to do", spool.var / LOCK_NAME)
+    with _locked_forwarder(config) as forwarder:
+        if forwarder is None:
             return PassReport(locked=True)
-        forwarder = Forwarder(config)
         report = forwarder.run_pass(flush, stop)
         if report.queued and not report.relay_down and not stop.is_set():
             report.add(forwarder.run_pass(stop=stop))
@@ -351,14 +361,10 @@ def run(
     if once:
         check(run_once(config, flush, stop))
         return
-    spool = Spool(config.spool_dir)
-    spool.check()
     stop = stop or threading.Event()
-    with run_lock(spool.var / LOCK_NAME) as locked:
-        if not locked:
-            log.info("another scanmail-fwd holds %s; nothing to do", spool.var / LOCK_NAME)
+    with _locked_forwarder(config) as forwarder:
+        if forwarder is None:
             return
-        forwarder = Forwarder(config)
         down = ""
         while not stop.is_set():
             report = forwarder.run_pass(flush, stop)
