@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from scanmail.errors import ScanFailed, ScannerUnavailable
+from scanmail.pieces import Cuts, copy_pieces, pieces
 
 with warnings.catch_warnings():
     # clamd 1.0.2 probes pkg_resources for its version at import; that warns on new setuptools.
@@ -97,8 +98,8 @@ class ClamdClient:
     def version(self) -> str:
         return self.command("VERSION")
 
-    def scan_file(self, path: Path, offset: int = 0) -> ScanReply:
-        """The file from offset, scanned; clamd's reply.
+    def scan_file(self, path: Path, offset: int = 0, cuts: Cuts = ()) -> ScanReply:
+        """The file from offset, less the cuts (offsets from offset), scanned; clamd's reply.
 
         On a local socket an object up to FILDES_MAX is handed over as a descriptor
         (FILDES): clamd reads it in place, and neither side copies it through the
@@ -109,23 +110,23 @@ class ClamdClient:
         """
         if self.address.path and self.fildes:
             try:
-                conn, text = self._scan(path, offset, handover=True)
+                conn, text = self._scan(path, offset, cuts, handover=True)
             except ScanFailed:  # a clamd that drops the descriptor, or the connection
                 text = ""
             if not _refused(text):
                 return self._parsed(conn, text)
-            conn, text = self._scan(path, offset, handover=False)
+            conn, text = self._scan(path, offset, cuts, handover=False)
             if not _refused(text):
                 self.fildes = False  # this clamd takes no descriptors: stream from now on
             return self._parsed(conn, text)
-        return self._parsed(*self._scan(path, offset, handover=False))
+        return self._parsed(*self._scan(path, offset, cuts, handover=False))
 
-    def _scan(self, path: Path, offset: int, handover: bool) -> tuple[Any, str]:
+    def _scan(self, path: Path, offset: int, cuts: Cuts, handover: bool) -> tuple[Any, str]:
         try:
             with self._connected() as conn:
-                text = _fildes(conn, path, offset, self.fildes_max) if handover else None
+                text = _fildes(conn, path, offset, cuts, self.fildes_max) if handover else None
                 if text is None:
-                    text = _instream(conn, path, offset)
+                    text = _instream(conn, path, offset, cuts)
         except (clamd.ClamdError, OSError) as exc:  # reached, then failed on this object
             raise ScanFailed(f"clamd at {self.address}: {path.name}: {exc}") from exc
         return conn, text
@@ -196,20 +197,20 @@ def _refused(text: str) -> bool:
     return not text.endswith((" OK", " FOUND"))
 
 
-def _fildes(conn: Any, path: Path, offset: int, largest: int) -> str | None:
+def _fildes(conn: Any, path: Path, offset: int, cuts: Cuts, largest: int) -> str | None:
     """Hand clamd the file as a descriptor (FILDES); None, having sent nothing, if the
     object is over largest bytes. clamd scans a descriptor from its start: an object that
-    starts at an offset (the message after a spool file's envelope) is first copied by
-    the kernel into an anonymous memory file (memfd), which clamd then reads."""
+    starts at an offset (the message after a spool file's envelope) or has cuts is first
+    copied by the kernel into an anonymous memory file (memfd), which clamd then reads."""
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
-        size = os.fstat(fd).st_size - offset
-        if size > largest:
+        parts = pieces(offset, os.fstat(fd).st_size, cuts)
+        if sum(length for _, length in parts) > largest:
             return None
-        if offset:
+        if offset or cuts:
             view = os.memfd_create("scanmail-message", os.MFD_CLOEXEC)
             try:
-                _copy(fd, view, offset, size)
+                copy_pieces(fd, view, parts)
             except BaseException:
                 os.close(view)
                 raise
@@ -223,17 +224,7 @@ def _fildes(conn: Any, path: Path, offset: int, largest: int) -> str | None:
         os.close(fd)
 
 
-def _copy(source: int, target: int, offset: int, size: int) -> None:
-    """size bytes of source from offset into target, inside the kernel (sendfile)."""
-    while size > 0:
-        sent = os.sendfile(target, source, offset, size)
-        if sent == 0:
-            break  # the file shrank: clamd scans what there is
-        offset += sent
-        size -= sent
-
-
-def _instream(conn: Any, path: Path, offset: int) -> str:
+def _instream(conn: Any, path: Path, offset: int, cuts: Cuts = ()) -> str:
     """Send one object with INSTREAM and read clamd's reply.
 
     clamd closes the stream as soon as it passes StreamMaxLength; the reply saying so is
@@ -243,9 +234,11 @@ def _instream(conn: Any, path: Path, offset: int) -> str:
     conn._send_command("INSTREAM")
     try:
         with open(path, "rb") as handle:
-            handle.seek(offset)
-            while chunk := handle.read(CHUNK):
-                conn.clamd_socket.sendall(struct.pack("!L", len(chunk)) + chunk)
+            for start, length in pieces(offset, os.fstat(handle.fileno()).st_size, cuts):
+                handle.seek(start)
+                while length > 0 and (chunk := handle.read(min(CHUNK, length))):
+                    length -= len(chunk)
+                    conn.clamd_socket.sendall(struct.pack("!L", len(chunk)) + chunk)
         conn.clamd_socket.sendall(struct.pack("!L", 0))
     except (BrokenPipeError, ConnectionResetError):
         reply = _reply(conn)
