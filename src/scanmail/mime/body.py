@@ -31,6 +31,9 @@ class Body:
         self.size = 0
         self.odd = ""
         self.head = b""
+        # Base64 as every encoder writes it (lines of whole quads, all alike, nothing
+        # else: _even_lines), decoded by the C decoder: its file holds the body exactly.
+        self.exact = encoding == "base64"
 
     def feed(self, line: bytes) -> None:
         if self.encoding in ("base64", "quoted-printable"):
@@ -72,6 +75,8 @@ class Body:
                 else:
                     self._write(decoded)
                     return
+            if data:
+                self.exact = False
             chars = self.b64_rest + data.translate(None, readings.B64_DELETE)
             usable = len(chars) if final else len(chars) - len(chars) % 4
             chars, self.b64_rest = chars[:usable], chars[usable:]
@@ -95,6 +100,7 @@ class Body:
         elif b"=" in stripped.rstrip(b"=").rstrip():
             self.odd = "base64 padding inside data"
         elif not _even_lines(stripped):
+            self.exact = False  # decoded alike, but no encoder writes it: clamd sees it
             lines = stripped.replace(b"\r", b"").replace(b" ", b"").replace(b"\t", b"")
             lengths = set(map(len, lines.split(b"\n")[:-1]))
             if 0 in lengths:

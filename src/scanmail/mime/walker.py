@@ -48,6 +48,9 @@ _UU_BEGIN = re.compile(rb"begin(-base64)?[ \t]++[0-7]{3,4}[ \t]++(\S[^\r\n]*+)")
 # member of one is written (and scanned again, and walked) only if it is a container in
 # turn; it is still decoded, to charge the limits. Members of the others (lzh, zst, UDF,
 # disk images) are always written: this copy is the only one that is ever scanned.
+# A well-formed base64 body of a binary part at least this long, decoded exactly into a
+# file that is scanned, is left out of the raw message clamd scans (Explosion.cuts).
+CUT_MIN = 16 << 10
 CLAMAV_UNPACKS = frozenset({"zip", "rar", "7z", "arj", "cab", "cpio", "iso", "tar", "tar.gz",
                             "tar.bz2", "tar.xz", "gz", "bz2", "xz"})
 
@@ -180,6 +183,8 @@ class Walker:
         self.entity(lines, [], depth, "text/plain")
         if depth == 0:
             self.carve(lines)
+        if self.result.defects:  # read one way here, clamd may read it another
+            self.result.cuts.clear()
         return self.result
 
     def entity(
@@ -200,9 +205,11 @@ class Walker:
         if ctype in MESSAGE_TYPES and head.encoding in IDENTITY:
             return self.entity(lines, bounds, depth + 1, "text/plain")
         start = lines.offset
-        ended, end, odd = self.leaf(lines, bounds, part, head.encoding)
+        ended, end, odd, exact = self.leaf(lines, bounds, part, head.encoding)
         if lines is self.top and head.encoding == "base64" and not odd and not head.odd:
             self.plain_base64.append((start, end))  # carving would only find this again
+            if exact and end - start >= CUT_MIN and part.size and _binary(ctype):
+                self.result.cuts.append((start, end))
         if odd or head.odd or head.encoding in (*UU_ENCODINGS, *YENC_ENCODINGS,
                                                   *BINHEX_ENCODINGS):
             if odd:
@@ -265,8 +272,9 @@ class Walker:
 
     def leaf(
         self, lines: Lines, bounds: list[frozenset[bytes]], part: Part, encoding: str
-    ) -> tuple[bytes | None, int, str]:
-        """Decode a leaf body; return what ended it, where the body ends, and any oddity."""
+    ) -> tuple[bytes | None, int, str, bool]:
+        """Decode a leaf body; return what ended it, where the body ends, any oddity, and
+        whether its decoded file holds it exactly (Body.exact)."""
         sink = Body(self.new_file(part), encoding, self.charge)
         ended: bytes | None = None
         try:
@@ -287,7 +295,7 @@ class Walker:
         finally:
             part.size = sink.close()
             part.head = sink.head
-        return ended, end, sink.odd
+        return ended, end, sink.odd, sink.exact
 
     # -- every reading of an ambiguous body -------------------------------------------
     def alternates(
@@ -384,6 +392,12 @@ class Walker:
             if current is not None and current_part is not None:
                 current_part.size = current.close()
                 self.after_leaf(current_part)
+
+
+def _binary(ctype: str) -> bool:
+    """Neither text (clamd's phishing and mail checks read text parts in the message) nor
+    an encapsulated message."""
+    return not ctype.startswith(("text/", "message/", "multipart/"))
 
 
 def _member_names(parent: str, found: list[str]) -> list[str]:

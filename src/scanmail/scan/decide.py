@@ -70,7 +70,7 @@ class Judge:
         suspect = self.rules.suspect(names)
         if self.scan_policy == "suspect" and suspect is None:
             return explosion, Decision(Verdict.DELIVER, Reason.CLEAN, detail="not suspect")
-        message = Target(spool_file.path, spool_file.body_offset)
+        message = Target(spool_file.path, spool_file.body_offset, tuple(explosion.cuts))
         parts = [p.path for p in explosion.parts if p.path is not None and p.size > 0]
         try:
             result = self.scanner.scan(message, parts, workdir)

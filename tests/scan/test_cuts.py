@@ -1,0 +1,140 @@
+"""What clamd is spared: the well-formed base64 bodies of binary parts (Explosion.cuts).
+
+Such a body is decoded exactly into a part that is scanned beside the raw message, so the
+raw message goes to the scanner without it: clamd neither decodes it a second time nor
+matches its base64 text. Everything else (text parts, small bodies, odd ones, any message
+read with a defect) stays in.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import random
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from helpers.cli import run_scanmail
+from helpers.events import rows
+from helpers.mail import enqueue, folder_of, message, raw_message
+from scanmail import mime
+from scanmail.config import Config, load_config
+from scanmail.mime.walker import CUT_MIN
+from scanmail.pieces import pieces
+from scanmail.scan.scanner import ClamdScanner, CommandScanner, Target
+from scanmail.testing import TESTFILES, eicar
+
+
+def explode(data: bytes, workdir: Path) -> mime.Explosion:
+    workdir.mkdir()
+    source = workdir.parent / f"{workdir.name}.eml"
+    source.write_bytes(data)
+    with open(source, "rb") as handle:
+        return mime.explode(handle, workdir, mime.Limits())
+
+
+@pytest.mark.parametrize(("cuts", "expected"), [
+    ((), [(5, 95)]),
+    (((10, 20),), [(5, 10), (25, 75)]),
+    (((0, 10), (80, 95)), [(15, 70)]),  # the cuts at either end: what lies between
+    (((30, 40), (10, 20), (15, 35)), [(5, 10), (45, 55)]),  # unsorted and overlapping
+    (((10, 500),), [(5, 10)]),  # past the end
+    (((0, 95),), []),
+])
+def test_pieces_are_what_lies_outside_the_cuts(cuts, expected) -> None:
+    assert pieces(5, 100, cuts) == expected
+
+
+def test_a_large_well_formed_attachment_is_cut_and_decoded_exactly(tmp_path: Path) -> None:
+    payload = random.Random(1).randbytes(100_000)
+    data = message("big", attachments=[("figures.bin", payload)])
+    explosion = explode(data, tmp_path / "w")
+    [(start, end)] = explosion.cuts
+    [attachment] = [p for p in explosion.parts if p.names == ["figures.bin"]]
+    assert attachment.path is not None and attachment.path.read_bytes() == payload
+    assert base64.b64decode(data[start:end]) == payload  # the body, and only the body
+    assert data[:start].endswith(b"\r\n\r\n") and data[end:].startswith(b"--")
+
+
+@pytest.mark.parametrize("case", ["text", "small", "ragged", "defect", "lying-padding"])
+def test_nothing_is_cut_from_text_small_odd_or_defective_bodies(case: str, tmp_path: Path
+                                                                ) -> None:
+    payload = random.Random(2).randbytes(60_000)
+    headers = 'Content-Type: application/octet-stream; name="a.bin"'
+    if case == "text":
+        data = raw_message("Content-Type: text/html", b"<p>" + payload.hex().encode())
+    elif case == "small":
+        data = raw_message(headers, payload[: CUT_MIN // 2])
+    elif case == "ragged":  # lines of whole quads, but not all alike: another encoder
+        body = base64.b64encode(payload)
+        lines = [body[i : i + 76] for i in range(0, 20_000, 76)]
+        lines += [body[i : i + 64] for i in range(20_064, len(body), 64)]
+        good = raw_message(headers, payload)
+        head, _, _ = good.partition(b"base64\r\n\r\n")
+        data = head + b"base64\r\n\r\n" + b"\r\n".join(lines) + b"\r\n--b0--\r\n"
+    elif case == "defect":  # no close delimiter: clamd may read it otherwise
+        data = raw_message(headers, payload).replace(b"--b0--", b"")
+    else:  # padding inside the data: every client decodes it its own way
+        body = base64.encodebytes(payload[:30_001]) + base64.encodebytes(payload[30_001:])
+        data = raw_message(headers, b"").replace(
+            b"base64\r\n\r\n", b"base64\r\n\r\n" + body.replace(b"\n", b"\r\n"))
+    explosion = explode(data, tmp_path / "w")
+    assert any(p.size >= len(payload) // 8 for p in explosion.parts)  # it was decoded
+    assert explosion.cuts == []
+
+
+def enveloped(tmp_path: Path) -> tuple[Target, Target]:
+    """EICAR between two fillers after an envelope: whole, and with the fillers cut."""
+    header = b"FROM <a@x>\nRCPT <b@x>\nBODY\n"
+    filler = b"x" * 5000
+    path = tmp_path / "q1"
+    path.write_bytes(header + filler + eicar() + filler)
+    cuts = ((0, len(filler)), (len(filler) + len(eicar()), 2 * len(filler) + len(eicar())))
+    return Target(path, len(header)), Target(path, len(header), cuts)
+
+
+@pytest.mark.parametrize("handover", [True, False], ids=["fildes", "instream"])
+def test_clamd_scans_the_raw_message_less_its_cuts(
+    write_env, tmp_path: Path, handover: bool
+) -> None:
+    # The test database holds EICAR's hash: only the exact bytes match.
+    scanner = ClamdScanner(load_config(write_env()))
+    scanner.client.fildes = handover
+    whole, cut = enveloped(tmp_path)
+    assert scanner.scan_target(whole) is None
+    found = scanner.scan_target(cut)
+    assert found is not None and found.startswith("Eicar-Test-Signature")
+
+
+def test_a_command_scanner_gets_the_raw_message_less_its_cuts(write_env, tmp_path: Path
+                                                             ) -> None:
+    seen = tmp_path / "seen.eml"
+    judge = tmp_path / "judge.sh"
+    judge.write_text(f'#!/bin/sh\ncp "$1/raw-message.eml" {seen}\nexit 0\n')
+    judge.chmod(0o755)
+    config: Config = load_config(write_env(SCANNER="command", SCANNER_COMMAND=f"{judge} {{}}"))
+    work = tmp_path / "work"
+    work.mkdir()
+    _, cut = enveloped(tmp_path)
+    CommandScanner(config).scan(cut, [], work)
+    assert seen.read_bytes() == eicar()
+
+
+def test_a_virus_in_a_cut_attachment_is_found_in_its_decoded_part(
+    spool_root: Path, write_env, tmp_path: Path
+) -> None:
+    """The whole pass: a zip holding clam.exe, large enough that its body is cut."""
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("figures.bin", random.Random(3).randbytes(80_000))
+        zf.writestr("docs/notes.txt", (TESTFILES / "clam.exe").read_bytes())
+    data = message("quarterly", attachments=[("figures.zip", archive.getvalue())])
+    assert explode(data, tmp_path / "w").cuts  # else this would test the raw scan
+    path = enqueue(spool_root, data)
+    code, _ = run_scanmail(write_env(), "--once")
+    assert code == 0
+    assert folder_of(spool_root, path.name) == ["quarantine"]
+    [row] = rows(spool_root)
+    assert row["reason"] == "infected" and row["viruses"].startswith("clam.exe")
