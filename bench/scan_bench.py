@@ -289,6 +289,7 @@ def main() -> None:
           f"{sum(v == 'quarantine' for v in expected.values())} to be quarantined")
 
     pristine = base / "pristine"
+    shutil.rmtree(pristine, ignore_errors=True)  # a --workdir used before
     shutil.copytree(root / "incoming", pristine)
     ratios = []
     for round_ in range(1, args.rounds + 1):
