@@ -58,7 +58,8 @@ def test_a_large_well_formed_attachment_is_cut_and_decoded_exactly(tmp_path: Pat
     assert data[:start].endswith(b"\r\n\r\n") and data[end:].startswith(b"--")
 
 
-@pytest.mark.parametrize("case", ["text", "small", "ragged", "defect", "lying-padding"])
+@pytest.mark.parametrize("case", ["text", "small", "ragged", "defect", "lying-padding",
+                                  "junk-line"])
 def test_nothing_is_cut_from_text_small_odd_or_defective_bodies(case: str, tmp_path: Path
                                                                 ) -> None:
     payload = random.Random(2).randbytes(60_000)
@@ -76,6 +77,10 @@ def test_nothing_is_cut_from_text_small_odd_or_defective_bodies(case: str, tmp_p
         data = head + b"base64\r\n\r\n" + b"\r\n".join(lines) + b"\r\n--b0--\r\n"
     elif case == "defect":  # no close delimiter: clamd may read it otherwise
         data = raw_message(headers, payload).replace(b"--b0--", b"")
+    elif case == "junk-line":  # what another reader might take for structure
+        good = raw_message(headers, payload)
+        cut = good.index(b"\r\n", good.index(b"base64\r\n\r\n") + 20_000)
+        data = good[:cut] + b"\r\n--other\r\nContent-Type: text/plain" + good[cut:]
     else:  # padding inside the data: every client decodes it its own way
         body = base64.encodebytes(payload[:30_001]) + base64.encodebytes(payload[30_001:])
         data = raw_message(headers, b"").replace(
