@@ -214,6 +214,8 @@ SETTINGS: tuple[Setting, ...] = (
             "all: scan every message; suspect: only those matching matches.doc"),
     Setting("ENCRYPTED_ARCHIVES", "quarantine", _choice("quarantine", "deliver"),
             "mail with an archive member no password opens: quarantine or deliver"),
+    Setting("RAW_SCAN", "lean", _choice("lean", "whole"),
+            "lean: raw message less the attachments also scanned decoded; whole: all of it"),
     Setting("DECODE_MAX_BYTES", "200M", _size,
             "decoded bytes per message beyond which it is quarantined as unchecked"),
     Setting("DECODE_MAX_PARTS", "1000", _int_range(1, 1_000_000),
@@ -296,6 +298,7 @@ class Config:
     scanner_timeout: float
     scan_policy: str
     encrypted_archives: str
+    raw_scan: str
     decode_max_bytes: int
     decode_max_parts: int
     decode_max_depth: int

@@ -11,6 +11,8 @@ from __future__ import annotations
 import base64
 import io
 import random
+import shutil
+import subprocess
 import zipfile
 from pathlib import Path
 
@@ -21,6 +23,7 @@ from helpers.events import rows
 from helpers.mail import enqueue, folder_of, message, raw_message
 from scanmail import mime
 from scanmail.config import Config, load_config
+from scanmail.mime.body import FLUSH, Body
 from scanmail.mime.walker import CUT_MIN
 from scanmail.pieces import pieces
 from scanmail.scan.scanner import ClamdScanner, CommandScanner, Target
@@ -47,25 +50,33 @@ def test_pieces_are_what_lies_outside_the_cuts(cuts, expected) -> None:
     assert pieces(5, 100, cuts) == expected
 
 
-def test_a_large_well_formed_attachment_is_cut_and_decoded_exactly(tmp_path: Path) -> None:
+def test_a_large_well_formed_attachment_is_cut_but_for_its_first_line(tmp_path: Path
+                                                                      ) -> None:
     payload = random.Random(1).randbytes(100_000)
     data = message("big", attachments=[("figures.bin", payload)])
     explosion = explode(data, tmp_path / "w")
     [(start, end)] = explosion.cuts
     [attachment] = [p for p in explosion.parts if p.names == ["figures.bin"]]
     assert attachment.path is not None and attachment.path.read_bytes() == payload
-    assert base64.b64decode(data[start:end]) == payload  # the body, and only the body
-    assert data[:start].endswith(b"\r\n\r\n") and data[end:].startswith(b"--")
+    body = data.index(b"\r\n\r\n", data.index(b"figures.bin")) + 4
+    first_line = data[body:start]
+    assert first_line.endswith(b"\r\n") and first_line.count(b"\n") == 1
+    assert base64.b64decode(first_line + data[start:end]) == payload  # the body, only it
+    assert data[end:].startswith(b"--")
 
 
-@pytest.mark.parametrize("case", ["text", "small", "ragged", "defect", "lying-padding",
-                                  "junk-line"])
+@pytest.mark.parametrize("case", ["text", "text-misspelt", "small", "ragged", "defect",
+                                  "lying-padding", "junk-line", "blank-header-line"])
 def test_nothing_is_cut_from_text_small_odd_or_defective_bodies(case: str, tmp_path: Path
                                                                 ) -> None:
     payload = random.Random(2).randbytes(60_000)
     headers = 'Content-Type: application/octet-stream; name="a.bin"'
     if case == "text":
         data = raw_message("Content-Type: text/html", b"<p>" + payload.hex().encode())
+    elif case == "text-misspelt":  # clamd's mail parser takes it for text (phishing checks)
+        data = raw_message("Content-Type: texts/html", b"<p>" + payload.hex().encode())
+    elif case == "blank-header-line":  # the headers' end to clamd, a continuation here
+        data = raw_message(headers + "\r\n ", payload)
     elif case == "small":
         data = raw_message(headers, payload[: CUT_MIN // 2])
     elif case == "ragged":  # lines of whole quads, but not all alike: another encoder
@@ -143,3 +154,71 @@ def test_a_virus_in_a_cut_attachment_is_found_in_its_decoded_part(
     assert folder_of(spool_root, path.name) == ["quarantine"]
     [row] = rows(spool_root)
     assert row["reason"] == "infected" and row["viruses"].startswith("clam.exe")
+
+
+def test_a_body_is_exact_only_if_its_lines_go_on_alike_across_flushes(tmp_path: Path) -> None:
+    """Checked within each flush by _even_lines, and across them: a blank line where one
+    flush ends, another width after it, a short line ending a flush."""
+    line = base64.b64encode(b"\0" * 57) + b"\r\n"  # 76 characters
+    block = line * (FLUSH // len(line) + 1)
+
+    def exact(*feeds: bytes) -> bool:
+        body = Body(tmp_path / f"b{len(list(tmp_path.iterdir()))}", "base64", lambda n: None)
+        for data in feeds:
+            body.feed(data)
+        body.close()
+        return body.exact
+
+    assert exact(block, line * 10)
+    assert not exact(block, b"\r\n" + line * 10)
+    assert not exact(block, base64.b64encode(b"\0" * 48) + b"\r\n")  # 64 after 76
+    assert not exact(block[:-len(line)] + line[:8] + b"\r\n", line * 10)
+
+
+@pytest.mark.skipif(shutil.which("clamscan") is None, reason="clamscan missing")
+def test_clamav_still_sees_mail_text_and_attachment_names_in_the_cut_message(
+    tmp_path: Path
+) -> None:
+    """ClamAV's own engine (clamscan) on the raw message less its cuts: the phishing check
+    of an HTML part and a container signature on an attachment's name in the mail still
+    fire, because text parts stay whole and a cut body keeps its first line."""
+    db = tmp_path / "db"
+    db.mkdir()
+    (db / "mail.cdb").write_text("Test.MailAttachmentName:CL_TYPE_MAIL:*:evil\\.js:*:*:*:*:*:*\n")
+    (db / "phish.pdb").write_text("H:www.paypal.com\n")
+    html = (b'<html><body><a href="http://evil.example/login">https://www.paypal.com/</a>'
+            b"</body></html><!--" + b"x" * 20_000 + b"-->")
+    data = raw_message("Content-Type: text/html", html).replace(
+        b"--b0--\r\n",
+        b'--b0\r\nContent-Type: application/octet-stream; name="evil.js"\r\n'
+        b"Content-Transfer-Encoding: base64\r\n\r\n"
+        + base64.encodebytes(random.Random(4).randbytes(30_000)).replace(b"\n", b"\r\n")
+        + b"--b0--\r\n")
+    explosion = explode(data, tmp_path / "w")
+    assert len(explosion.cuts) == 1  # the attachment's body; not the HTML part's
+    cut = tmp_path / "cut.eml"
+    cut.write_bytes(b"".join(data[a : a + n] for a, n in pieces(0, len(data), explosion.cuts)))
+    assert cut.stat().st_size < len(data) // 2
+    done = subprocess.run(["clamscan", "--no-summary", "--allmatch", f"--database={db}",
+                           str(cut)], capture_output=True, text=True, timeout=120, check=False)
+    assert "Heuristics.Phishing.Email.SSL-Spoof" in done.stdout
+    assert "Test.MailAttachmentName" in done.stdout
+
+
+@pytest.mark.parametrize("raw_scan", ["lean", "whole"])
+def test_raw_scan_whole_gives_the_scanner_the_message_as_it_came(
+    spool_root: Path, write_env, tmp_path: Path, raw_scan: str
+) -> None:
+    seen = tmp_path / "seen.eml"
+    judge = tmp_path / "judge.sh"
+    judge.write_text(f'#!/bin/sh\ncp "$1/raw-message.eml" {seen}\nexit 0\n')
+    judge.chmod(0o755)
+    data = message("big", attachments=[("figures.bin", random.Random(5).randbytes(60_000))])
+    path = enqueue(spool_root, data)
+    code, _ = run_scanmail(write_env(SCANNER="command", SCANNER_COMMAND=f"{judge} {{}}",
+                                     RAW_SCAN=raw_scan), "--once")
+    assert code == 0 and folder_of(spool_root, path.name) == ["outgoing"]
+    if raw_scan == "whole":
+        assert seen.read_bytes() == data
+    else:
+        assert len(seen.read_bytes()) < len(data) // 2

@@ -34,6 +34,7 @@ class Body:
         # Base64 as every encoder writes it (lines of whole quads, all alike, nothing
         # else: _even_lines), decoded by the C decoder: its file holds the body exactly.
         self.exact = encoding == "base64"
+        self.width = 0  # the length of its lines, line end included
 
     def feed(self, line: bytes) -> None:
         if self.encoding in ("base64", "quoted-printable"):
@@ -63,6 +64,8 @@ class Body:
         self.buffer, self.buffered = [], 0
         if self.encoding == "base64":
             self._check_base64(data)
+            if self.exact and data and not self._continues(data, final):
+                self.exact = False
             if (not (self.odd or self.b64_rest) and data.endswith(b"\n")
                     and (final or not data.rstrip().endswith(b"="))):
                 # Whole lines of whole quads, nothing else: the C decoder skips the line
@@ -108,6 +111,15 @@ class Body:
             elif any(n % 4 for n in lengths):  # every encoder writes lines of whole quads
                 self.odd = "ragged base64 lines"
         self.pad_seen = self.pad_seen or stripped.endswith(b"=")
+
+    def _continues(self, data: bytes, final: bool) -> bool:
+        """The lines of this flush go on as those before: none blank at its start, the same
+        width, and all of it full lines unless it is the last (_even_lines checks within)."""
+        width = data.find(b"\n") + 1
+        if width <= 1 or data[:1] in (b"\r", b"\n") or self.width not in (0, width):
+            return False
+        self.width = width
+        return final or len(data) % width == 0
 
     def _write(self, data: bytes) -> None:
         if data:

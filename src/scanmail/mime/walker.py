@@ -53,6 +53,8 @@ _UU_BEGIN = re.compile(rb"begin(-base64)?[ \t]++[0-7]{3,4}[ \t]++(\S[^\r\n]*+)")
 # a body holds only base64 lines, all alike: no reader can find a boundary or a header in
 # it, and every reader decodes it to the bytes scanned.
 CUT_MIN = 16 << 10
+BINARY_TYPES = frozenset({"application", "image", "audio", "video"})
+MAX_FIRST_LINE = 1024  # the first line of a cut body stays in (Walker.cut)
 CLAMAV_UNPACKS = frozenset({"zip", "rar", "7z", "arj", "cab", "cpio", "iso", "tar", "tar.gz",
                             "tar.bz2", "tar.xz", "gz", "bz2", "xz"})
 
@@ -68,6 +70,7 @@ class Walker:
         self.top: Lines | None = None
         self.plain_base64: list[tuple[int, int]] = []  # well-formed base64 bodies (offsets)
         self.names_seen: set[str] = set()  # bounded (issue 14): the record and event keep all
+        self.cuttable = True  # no header block that readers end in different places
 
     # -- budget -----------------------------------------------------------------
     def charge(self, size: int) -> None:
@@ -185,7 +188,7 @@ class Walker:
         self.entity(lines, [], depth, "text/plain")
         if depth == 0:
             self.carve(lines)
-        if self.result.defects:  # read one way here, clamd may read it another
+        if self.result.defects or not self.cuttable:  # read one way here, another by clamd
             self.result.cuts.clear()
         return self.result
 
@@ -211,7 +214,7 @@ class Walker:
         if lines is self.top and head.encoding == "base64" and not odd and not head.odd:
             self.plain_base64.append((start, end))  # carving would only find this again
             if exact and end - start >= CUT_MIN and part.size and _binary(ctype):
-                self.result.cuts.append((start, end))
+                self.cut(lines, start, end)
         if odd or head.odd or head.encoding in (*UU_ENCODINGS, *YENC_ENCODINGS,
                                                   *BINHEX_ENCODINGS):
             if odd:
@@ -235,6 +238,9 @@ class Walker:
                 continue  # an mbox "From " line, not a header (Python skips it too)
             size += len(line)
             is_header = not bol or bool(_HEADER_LINE.match(line))
+            if bol and block and not line.strip():
+                # A continuation here, the end of the headers to ClamAV and some clients.
+                self.cuttable = False
             if size > MAX_HEADER_BLOCK:  # clients read on; a header this long is hostile
                 raise LimitExceeded(f"header block over {MAX_HEADER_BLOCK} bytes")
             if not is_header:
@@ -298,6 +304,14 @@ class Walker:
             part.size = sink.close()
             part.head = sink.head
         return ended, end, sink.odd, sink.exact
+
+    def cut(self, lines: Lines, start: int, end: int) -> None:
+        """Leave the body out of the raw message clamd scans, but for its first line: the
+        attachment keeps its name and first bytes there (names and types that signatures
+        on mail containers test)."""
+        first = lines.read_raw(start, start + MAX_FIRST_LINE).find(b"\n") + 1
+        if first:
+            self.result.cuts.append((start + first, end))
 
     # -- every reading of an ambiguous body -------------------------------------------
     def alternates(
@@ -397,9 +411,9 @@ class Walker:
 
 
 def _binary(ctype: str) -> bool:
-    """Neither text (clamd's phishing and mail checks read text parts in the message) nor
-    an encapsulated message."""
-    return not ctype.startswith(("text/", "message/", "multipart/"))
+    """Of a binary major type, exactly: clamd's mail parser takes other words for text
+    when they look like it (texts/html, plain/html) and runs its phishing checks on them."""
+    return ctype.split("/", 1)[0] in BINARY_TYPES
 
 
 def _member_names(parent: str, found: list[str]) -> list[str]:

@@ -36,6 +36,7 @@ class Judge:
     limits: mime.Limits
     scan_policy: str = "all"
     encrypted_archives: str = "quarantine"
+    raw_scan: str = "lean"  # lean: the raw message less Explosion.cuts; whole: all of it
 
     def decide(self, spool_file: SpoolFile, workdir: Path) -> tuple[mime.Explosion, Decision]:
         """Walk the message into workdir, check its names, scan it; move nothing.
@@ -70,7 +71,8 @@ class Judge:
         suspect = self.rules.suspect(names)
         if self.scan_policy == "suspect" and suspect is None:
             return explosion, Decision(Verdict.DELIVER, Reason.CLEAN, detail="not suspect")
-        message = Target(spool_file.path, spool_file.body_offset, tuple(explosion.cuts))
+        cuts = tuple(explosion.cuts) if self.raw_scan == "lean" else ()
+        message = Target(spool_file.path, spool_file.body_offset, cuts)
         parts = [p.path for p in explosion.parts if p.path is not None and p.size > 0]
         try:
             result = self.scanner.scan(message, parts, workdir)

@@ -102,7 +102,7 @@ class Gateway:
         self.events = events
         self.judge = Judge(rules, scanner, mime.Limits(
             config.decode_max_bytes, config.decode_max_parts, config.decode_max_depth
-        ), config.scan_policy, config.encrypted_archives)
+        ), config.scan_policy, config.encrypted_archives, config.raw_scan)
         self.lock = threading.Lock()  # the event database and the outage mark
         self.outage = Outage(config, self.spool, events, self.lock)
         self.digest = Digest(config, self.spool)
