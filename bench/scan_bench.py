@@ -1,6 +1,7 @@
 """Benchmark: scanmail --once against clamd alone, on a generated mixed spool.
 
     .venv/bin/python bench/scan_bench.py [--messages 3000] [--rounds 3] [--workers 4]
+                                         [--raw-scan lean|whole]
 
 Prints messages/second for `scanmail --once`, the floor (clamd alone scanning the same raw
 messages over INSTREAM with two connections), their ratio (target: at most 1.3), whether
@@ -270,6 +271,8 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=3000)
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--workers", type=int, default=4, help="SCAN_WORKERS for scanmail")
+    parser.add_argument("--raw-scan", choices=("lean", "whole"), default="lean",
+                        help="RAW_SCAN for scanmail (whole: the raw message as it came)")
     parser.add_argument("--rounds", type=int, default=1,
                         help="floor and scanmail measured this many times, interleaved "
                              "(a shared machine's noise moves one ratio by 0.3)")
@@ -280,7 +283,8 @@ def main() -> None:
     create_spool(root)
     clamd = PrivateClamd(base / "clamd")
     env = root / "etc" / "scanmail.env"
-    settings = f"SPOOL_DIR={root}\nCLAMD_SOCKET={clamd.socket}\nSCAN_WORKERS={args.workers}\n"
+    settings = (f"SPOOL_DIR={root}\nCLAMD_SOCKET={clamd.socket}\nSCAN_WORKERS={args.workers}\n"
+                f"RAW_SCAN={args.raw_scan}\n")
     env.write_text(settings)
     print(f"generating {args.messages} messages in {root} ...", flush=True)
     expected = generate(root, args.messages)
