@@ -23,6 +23,7 @@ from helpers.events import rows
 from helpers.mail import enqueue, folder_of, message, raw_message
 from scanmail import mime
 from scanmail.config import Config, load_config
+from scanmail.mime import carve
 from scanmail.mime.body import FLUSH, Body
 from scanmail.mime.walker import CUT_MIN
 from scanmail.pieces import pieces
@@ -66,7 +67,8 @@ def test_a_large_well_formed_attachment_is_cut_but_for_its_first_line(tmp_path: 
 
 
 @pytest.mark.parametrize("case", ["text", "text-misspelt", "small", "ragged", "defect",
-                                  "lying-padding", "junk-line", "blank-header-line"])
+                                  "lying-padding", "junk-line", "blank-header-line",
+                                  "lone-cr-separator"])
 def test_nothing_is_cut_from_text_small_odd_or_defective_bodies(case: str, tmp_path: Path
                                                                 ) -> None:
     payload = random.Random(2).randbytes(60_000)
@@ -75,6 +77,9 @@ def test_nothing_is_cut_from_text_small_odd_or_defective_bodies(case: str, tmp_p
         data = raw_message("Content-Type: text/html", b"<p>" + payload.hex().encode())
     elif case == "text-misspelt":  # clamd's mail parser takes it for text (phishing checks)
         data = raw_message("Content-Type: texts/html", b"<p>" + payload.hex().encode())
+    elif case == "lone-cr-separator":  # a line end here and to clients; to clamd?
+        good = raw_message(headers, payload)
+        data = good.replace(b"base64\r\n\r\n", b"base64\r\n\r")
     elif case == "blank-header-line":  # the headers' end to clamd, a continuation here
         data = raw_message(headers + "\r\n ", payload)
     elif case == "small":
@@ -154,6 +159,21 @@ def test_a_virus_in_a_cut_attachment_is_found_in_its_decoded_part(
     assert folder_of(spool_root, path.name) == ["quarantine"]
     [row] = rows(spool_root)
     assert row["reason"] == "infected" and row["viruses"].startswith("clam.exe")
+
+
+@pytest.mark.parametrize(("raw", "cuts", "found"), [
+    (b"ab\r\ncd\r\n", (), False),
+    (b"abcd\r\nef", (), False),  # the CR ends one chunk, its LF starts the next
+    (b"abcd\rxy", (), True),  # the CR ends one chunk, no LF starts the next
+    (b"ab\rcd", (), True),
+    (b"abcdefg\r", (), True),  # at the very end
+    (b"ab\rcd\r\n", ((0, 4),), False),  # inside a cut
+    (b"ab\r\ncd\rx", ((0, 4),), True),
+])
+def test_lone_crs_are_found_outside_the_cuts(monkeypatch, raw, cuts, found) -> None:
+    monkeypatch.setattr(carve, "READ_CHUNK", 4)
+    read = lambda start, end: raw[start:end]  # noqa: E731
+    assert carve.lone_cr_outside(read, len(raw), cuts) is found
 
 
 def test_a_body_is_exact_only_if_its_lines_go_on_alike_across_flushes(tmp_path: Path) -> None:

@@ -1,16 +1,20 @@
-"""Base64 runs found in a message's raw text, whatever its MIME structure says.
+"""The raw text of a message read again, whatever its MIME structure says.
 
 Mail clients disagree on ambiguous mail, and some decode a run of base64-looking lines
-wherever it stands; the walker decodes and scans each run found here (issue 14).
+wherever it stands; the walker decodes and scans each run found here (issue 14). Lone CRs
+outside the bodies cut from what clamd scans keep them in (lone_cr_outside).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+
+from scanmail.pieces import Cuts, pieces
 
 MIN_RUN = 16  # bytes: shorter runs are words, not payloads
 _LONE_CR = re.compile(rb"\r(?!\n)")
+READ_CHUNK = 1 << 20
 # A run of base64-looking lines. Searched for from a newline (a literal the regex engine
 # skips to at C speed), not from every position with a MULTILINE ^: ten times faster.
 _B64_LINE = rb"[ \t]*+[A-Za-z0-9+/]{4,}+={0,2}[ \t]*+\r?\n"
@@ -50,3 +54,22 @@ def _gaps(ranges: list[tuple[int, int]], size: int) -> Iterator[tuple[int, int]]
         pos = max(pos, end)
     if pos < size:
         yield pos, size
+
+
+def lone_cr_outside(read: Callable[[int, int], bytes], size: int, cuts: Cuts) -> bool:
+    """Whether a CR not followed by LF stands anywhere in [0, size) outside the cuts: a
+    line end to clients and to this walker, perhaps none to ClamAV, which may then find
+    the headers and bodies elsewhere. read(start, end) gives the raw bytes."""
+    for start, length in pieces(0, size, cuts):
+        pos, end = start, start + length
+        while pos < end:
+            stop = min(end, pos + READ_CHUNK + 1)  # one byte more: the LF after a CR
+            chunk = read(pos, stop)
+            if not chunk:
+                break
+            found = _LONE_CR.search(chunk)
+            last = pos + len(chunk) >= end
+            if found and (last or found.start() < len(chunk) - 1):
+                return True
+            pos = end if last else pos + len(chunk) - 1
+    return False

@@ -24,7 +24,7 @@ from typing import BinaryIO
 
 from scanmail.mime import archives, enclosed, names, readings
 from scanmail.mime.body import TEXT_SNIFF, Body
-from scanmail.mime.carve import base64_runs
+from scanmail.mime.carve import base64_runs, lone_cr_outside
 from scanmail.mime.headers import (
     BINHEX_ENCODINGS,
     IDENTITY,
@@ -188,8 +188,10 @@ class Walker:
         self.entity(lines, [], depth, "text/plain")
         if depth == 0:
             self.carve(lines)
-        if self.result.defects or not self.cuttable:  # read one way here, another by clamd
-            self.result.cuts.clear()
+        cuts = self.result.cuts
+        if cuts and (self.result.defects or not self.cuttable
+                     or lone_cr_outside(lines.read_raw, lines.offset, cuts)):
+            cuts.clear()  # read one way here, perhaps another by clamd
         return self.result
 
     def entity(
