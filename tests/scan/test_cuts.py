@@ -68,7 +68,8 @@ def test_a_large_well_formed_attachment_is_cut_but_for_its_first_line(tmp_path: 
 
 @pytest.mark.parametrize("case", ["text", "text-misspelt", "small", "ragged", "defect",
                                   "lying-padding", "junk-line", "blank-header-line",
-                                  "lone-cr-separator"])
+                                  "lone-cr-separator", "boundary-tab", "nul-line",
+                                  "long-header-line"])
 def test_nothing_is_cut_from_text_small_odd_or_defective_bodies(case: str, tmp_path: Path
                                                                 ) -> None:
     payload = random.Random(2).randbytes(60_000)
@@ -80,6 +81,12 @@ def test_nothing_is_cut_from_text_small_odd_or_defective_bodies(case: str, tmp_p
     elif case == "lone-cr-separator":  # a line end here and to clients; to clamd?
         good = raw_message(headers, payload)
         data = good.replace(b"base64\r\n\r\n", b"base64\r\n\r")
+    elif case == "boundary-tab":  # a boundary here (and to Python), not to ClamAV
+        data = raw_message(headers, payload).replace(b"\r\n--b0\r\n", b"\r\n--b0\t\r\n")
+    elif case == "nul-line":  # ClamAV drops the NUL: a whitespace-only line, headers' end
+        data = raw_message(headers + "\r\n \0", payload)
+    elif case == "long-header-line":  # ClamAV splits it: an empty line, headers' end
+        data = raw_message(headers + "\r\nX-Long: " + "x" * 991, payload)
     elif case == "blank-header-line":  # the headers' end to clamd, a continuation here
         data = raw_message(headers + "\r\n ", payload)
     elif case == "small":
@@ -161,19 +168,26 @@ def test_a_virus_in_a_cut_attachment_is_found_in_its_decoded_part(
     assert row["reason"] == "infected" and row["viruses"].startswith("clam.exe")
 
 
-@pytest.mark.parametrize(("raw", "cuts", "found"), [
-    (b"ab\r\ncd\r\n", (), False),
-    (b"abcd\r\nef", (), False),  # the CR ends one chunk, its LF starts the next
-    (b"abcd\rxy", (), True),  # the CR ends one chunk, no LF starts the next
-    (b"ab\rcd", (), True),
-    (b"abcdefg\r", (), True),  # at the very end
-    (b"ab\rcd\r\n", ((0, 4),), False),  # inside a cut
-    (b"ab\r\ncd\rx", ((0, 4),), True),
+@pytest.mark.parametrize(("raw", "cuts", "alike"), [
+    (b"ab\r\ncd\r\n", (), True),
+    (b"abcd\r\nef", (), True),  # chunks of whole lines: the CR's LF comes with it
+    (b"ab\rcd", (), False),  # a lone CR
+    (b"abcdefg\r", (), False),  # at the very end
+    (b"ab\rcd\r\n", ((0, 4),), True),  # inside a cut
+    (b"ab\r\ncd\rx", ((0, 4),), False),
+    (b"ab\x00\r\n", (), False),  # a NUL, which ClamAV drops
+    (b"--b0 \r\n", (), True),  # trailing spaces: ClamAV trims them too
+    (b"x\n--b0\t\r\n", (), False),  # a tab: a boundary here, not to ClamAV
+    (b"--b0\x0c\r\n", (), False),
+    (b"x" * 998 + b"\n", (), True),
+    (b"x" * 999 + b"\n", (), False),  # ClamAV splits it
 ])
-def test_lone_crs_are_found_outside_the_cuts(monkeypatch, raw, cuts, found) -> None:
-    monkeypatch.setattr(carve, "READ_CHUNK", 4)
+def test_what_clamav_reads_otherwise_is_found_outside_the_cuts(monkeypatch, raw, cuts, alike
+                                                              ) -> None:
+    # chunks as small as the longest line allows: lines run up to a chunk's end
+    monkeypatch.setattr(carve, "READ_CHUNK", max(len(line) + 1 for line in raw.split(b"\n")))
     read = lambda start, end: raw[start:end]  # noqa: E731
-    assert carve.lone_cr_outside(read, len(raw), cuts) is found
+    assert carve.read_alike_outside(read, len(raw), cuts) is alike
 
 
 def test_a_body_is_exact_only_if_its_lines_go_on_alike_across_flushes(tmp_path: Path) -> None:

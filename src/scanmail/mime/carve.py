@@ -1,8 +1,9 @@
 """The raw text of a message read again, whatever its MIME structure says.
 
 Mail clients disagree on ambiguous mail, and some decode a run of base64-looking lines
-wherever it stands; the walker decodes and scans each run found here (issue 14). Lone CRs
-outside the bodies cut from what clamd scans keep them in (lone_cr_outside).
+wherever it stands; the walker decodes and scans each run found here (issue 14). Text
+that ClamAV's mail parser reads otherwise than the walker keeps a message whole for
+clamd (read_alike_outside).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from scanmail.pieces import Cuts, pieces
 
 MIN_RUN = 16  # bytes: shorter runs are words, not payloads
 _LONE_CR = re.compile(rb"\r(?!\n)")
+_READ_OTHERWISE = re.compile(rb"\r(?!\n)|\x00|(?:^|\n)--[^\r\n]*[\t\x0b\x0c]")
+CLAMAV_LINE = 999  # its mail parser reads lines of at most 999 bytes (1000 with the NUL)
 READ_CHUNK = 1 << 20
 # A run of base64-looking lines. Searched for from a newline (a literal the regex engine
 # skips to at C speed), not from every position with a MULTILINE ^: ten times faster.
@@ -56,20 +59,26 @@ def _gaps(ranges: list[tuple[int, int]], size: int) -> Iterator[tuple[int, int]]
         yield pos, size
 
 
-def lone_cr_outside(read: Callable[[int, int], bytes], size: int, cuts: Cuts) -> bool:
-    """Whether a CR not followed by LF stands anywhere in [0, size) outside the cuts: a
-    line end to clients and to this walker, perhaps none to ClamAV, which may then find
-    the headers and bodies elsewhere. read(start, end) gives the raw bytes."""
+def read_alike_outside(read: Callable[[int, int], bytes], size: int, cuts: Cuts) -> bool:
+    """Whether [0, size) outside the cuts holds nothing that ClamAV's mail parser reads
+    otherwise than the walker: no lone CR (a line end here and to clients, perhaps none
+    to ClamAV), no NUL (which it drops), no line of CLAMAV_LINE bytes or more (which it
+    splits), no tab, VT or FF in a line that starts with '--' (a boundary here, not to
+    ClamAV, which trims only spaces). Else where it finds headers and bodies may differ
+    from here, and the message goes to it whole. read(start, end) gives the raw bytes;
+    they are read in whole lines."""
     for start, length in pieces(0, size, cuts):
         pos, end = start, start + length
         while pos < end:
-            stop = min(end, pos + READ_CHUNK + 1)  # one byte more: the LF after a CR
-            chunk = read(pos, stop)
+            chunk = read(pos, min(end, pos + READ_CHUNK))
             if not chunk:
                 break
-            found = _LONE_CR.search(chunk)
-            last = pos + len(chunk) >= end
-            if found and (last or found.start() < len(chunk) - 1):
-                return True
-            pos = end if last else pos + len(chunk) - 1
-    return False
+            if pos + len(chunk) < end:
+                whole = chunk.rfind(b"\n") + 1
+                if not whole:
+                    return False  # a line longer than a chunk
+                chunk = chunk[:whole]
+            if _READ_OTHERWISE.search(chunk) or max(map(len, chunk.split(b"\n"))) >= CLAMAV_LINE:
+                return False
+            pos += len(chunk)
+    return True

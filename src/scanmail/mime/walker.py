@@ -24,7 +24,7 @@ from typing import BinaryIO
 
 from scanmail.mime import archives, enclosed, names, readings
 from scanmail.mime.body import TEXT_SNIFF, Body
-from scanmail.mime.carve import base64_runs, lone_cr_outside
+from scanmail.mime.carve import base64_runs, read_alike_outside
 from scanmail.mime.headers import (
     BINHEX_ENCODINGS,
     IDENTITY,
@@ -190,7 +190,7 @@ class Walker:
             self.carve(lines)
         cuts = self.result.cuts
         if cuts and (self.result.defects or not self.cuttable
-                     or lone_cr_outside(lines.read_raw, lines.offset, cuts)):
+                     or not read_alike_outside(lines.read_raw, lines.offset, cuts)):
             cuts.clear()  # read one way here, perhaps another by clamd
         return self.result
 
