@@ -48,6 +48,8 @@ _UU_BEGIN = re.compile(rb"begin(-base64)?[ \t]++[0-7]{3,4}[ \t]++(\S[^\r\n]*+)")
 # member of one is written (and scanned again, and walked) only if it is a container in
 # turn; it is still decoded, to charge the limits. Members of the others (lzh, zst, UDF,
 # disk images) are always written: this copy is the only one that is ever scanned.
+CLAMAV_UNPACKS = frozenset({"zip", "rar", "7z", "arj", "cab", "cpio", "iso", "tar", "tar.gz",
+                            "tar.bz2", "tar.xz", "gz", "bz2", "xz"})
 # A well-formed base64 body of a binary part at least this long, decoded exactly into a
 # file that is scanned, is left out of the raw message clamd scans (Explosion.cuts). Such
 # a body holds only base64 lines, all alike: no reader can find a boundary or a header in
@@ -55,8 +57,6 @@ _UU_BEGIN = re.compile(rb"begin(-base64)?[ \t]++[0-7]{3,4}[ \t]++(\S[^\r\n]*+)")
 CUT_MIN = 16 << 10
 BINARY_TYPES = frozenset({"application", "image", "audio", "video"})
 MAX_FIRST_LINE = 1024  # the first line of a cut body stays in (Walker.cut)
-CLAMAV_UNPACKS = frozenset({"zip", "rar", "7z", "arj", "cab", "cpio", "iso", "tar", "tar.gz",
-                            "tar.bz2", "tar.xz", "gz", "bz2", "xz"})
 
 
 class Walker:
