@@ -69,7 +69,8 @@ def test_a_large_well_formed_attachment_is_cut_but_for_its_first_line(tmp_path: 
 @pytest.mark.parametrize("case", ["text", "text-misspelt", "small", "ragged", "defect",
                                   "lying-padding", "junk-line", "blank-header-line",
                                   "lone-cr-separator", "boundary-tab", "nul-line",
-                                  "long-header-line"])
+                                  "long-header-line", "uuencode-begin", "boundary-semicolon",
+                                  "boundary-in-a-parameter"])
 def test_nothing_is_cut_from_text_small_odd_or_defective_bodies(case: str, tmp_path: Path
                                                                 ) -> None:
     payload = random.Random(2).randbytes(60_000)
@@ -87,6 +88,15 @@ def test_nothing_is_cut_from_text_small_odd_or_defective_bodies(case: str, tmp_p
         data = raw_message(headers + "\r\n \0", payload)
     elif case == "long-header-line":  # ClamAV splits it: an empty line, headers' end
         data = raw_message(headers + "\r\nX-Long: " + "x" * 991, payload)
+    elif case == "uuencode-begin":  # ClamAV uudecodes the lines after it, boundaries too
+        data = raw_message(headers, payload).replace(
+            b"see attached\r\n", b"see attached\r\nbegin 644 x\r\n")
+    elif case in ("boundary-semicolon", "boundary-in-a-parameter"):  # ClamAV's b0, not ours
+        param = ('boundary="b0;x"' if case == "boundary-semicolon"
+                 else 'charset="x;boundary=b0"; boundary=b1')
+        data = raw_message(headers, payload).replace(b"--b0", b"--b0;x" if "semi" in case
+                                                     else b"--b1")
+        data = data.replace(b'boundary="b0"', param.encode())
     elif case == "blank-header-line":  # the headers' end to clamd, a continuation here
         data = raw_message(headers + "\r\n ", payload)
     elif case == "small":
@@ -181,6 +191,10 @@ def test_a_virus_in_a_cut_attachment_is_found_in_its_decoded_part(
     (b"--b0\x0c\r\n", (), False),
     (b"x" * 998 + b"\n", (), True),
     (b"x" * 999 + b"\n", (), False),  # ClamAV splits it
+    (b"a\nbegin 644 x\n", (), False),  # uudecoded by ClamAV, whatever follows
+    (b"a\nbegin with\n", (), True),
+    (b"a =ybegin line=128\n", (), False),
+    (b"(This file must be converted with BinHex 4.0)\n", (), False),
 ])
 def test_what_clamav_reads_otherwise_is_found_outside_the_cuts(monkeypatch, raw, cuts, alike
                                                               ) -> None:

@@ -15,7 +15,10 @@ from scanmail.pieces import Cuts, pieces
 
 MIN_RUN = 16  # bytes: shorter runs are words, not payloads
 _LONE_CR = re.compile(rb"\r(?!\n)")
-_READ_OTHERWISE = re.compile(rb"\r(?!\n)|\x00|(?:^|\n)--[^\r\n]*[\t\x0b\x0c]")
+_READ_OTHERWISE = re.compile(
+    rb"\r(?!\n)|\x00|(?:^|\n)(?:--[^\r\n]*[\t\x0b\x0c]|(?i:begin)[ \t]+[0-9]{3})"
+    rb"|(?i:=ybegin|\(this file must be converted)"
+)
 CLAMAV_LINE = 999  # its mail parser reads lines of at most 999 bytes (1000 with the NUL)
 READ_CHUNK = 1 << 20
 # A run of base64-looking lines. Searched for from a newline (a literal the regex engine
@@ -64,8 +67,10 @@ def read_alike_outside(read: Callable[[int, int], bytes], size: int, cuts: Cuts)
     otherwise than the walker: no lone CR (a line end here and to clients, perhaps none
     to ClamAV), no NUL (which it drops), no line of CLAMAV_LINE bytes or more (which it
     splits), no tab, VT or FF in a line that starts with '--' (a boundary here, not to
-    ClamAV, which trims only spaces). Else where it finds headers and bodies may differ
-    from here, and the message goes to it whole. read(start, end) gives the raw bytes;
+    ClamAV, which trims only spaces), no uuencode 'begin NNN' line, yEnc or BinHex start
+    (after which ClamAV takes the lines that follow, boundaries too, for encoded data).
+    Else where it finds headers and bodies may differ from here, and the message goes to
+    it whole. read(start, end) gives the raw bytes;
     they are read in whole lines."""
     for start, length in pieces(0, size, cuts):
         pos, end = start, start + length

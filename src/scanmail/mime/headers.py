@@ -55,6 +55,8 @@ def read_head(header_block: bytes) -> Head:
         boundaries = {b.strip().strip("\"'") for b in boundaries if ";" not in b}
         if python:  # Python's reading, even with a ';' in it ("a; boundary=b"): issue 14
             boundaries.add(python.strip())
+        if clamav := _clamav_boundary(ctypes[0]):
+            boundaries.add(clamav)
         if blank:  # boundary=" ": a client that strips it splits at every "--" line
             odd.append("blank boundary")
         if len(boundaries) > 1:
@@ -85,3 +87,13 @@ def match_boundary(line: bytes, bounds: list[frozenset[bytes]]) -> tuple[int, bo
         if text.endswith(b"--") and text[:-2] in candidates:
             return level, True
     return None
+
+
+def _clamav_boundary(ctype: str) -> str:
+    """ClamAV's reading (message.c): the first argument named boundary, the value split at
+    every ';', quotes or not ('boundary="a;b"' is a; 'x="y;boundary=c"' gives c)."""
+    for argument in ctype.split(";")[1:]:
+        name, equals, value = argument.partition("=")
+        if equals and name.strip().lower() == "boundary":
+            return value.strip().strip("\"'").strip()
+    return ""
