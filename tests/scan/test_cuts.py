@@ -23,9 +23,8 @@ from helpers.events import rows
 from helpers.mail import enqueue, folder_of, message, raw_message
 from scanmail import mime
 from scanmail.config import Config, load_config
-from scanmail.mime import carve
+from scanmail.mime import cuts as cut_rules
 from scanmail.mime.body import FLUSH, Body
-from scanmail.mime.walker import CUT_MIN
 from scanmail.pieces import pieces
 from scanmail.scan.scanner import ClamdScanner, CommandScanner, Target
 from scanmail.testing import TESTFILES, eicar
@@ -100,7 +99,7 @@ def test_nothing_is_cut_from_text_small_odd_or_defective_bodies(case: str, tmp_p
     elif case == "blank-header-line":  # the headers' end to clamd, a continuation here
         data = raw_message(headers + "\r\n ", payload)
     elif case == "small":
-        data = raw_message(headers, payload[: CUT_MIN // 2])
+        data = raw_message(headers, payload[: cut_rules.CUT_MIN // 2])
     elif case == "ragged":  # lines of whole quads, but not all alike: another encoder
         body = base64.b64encode(payload)
         lines = [body[i : i + 76] for i in range(0, 20_000, 76)]
@@ -199,9 +198,9 @@ def test_a_virus_in_a_cut_attachment_is_found_in_its_decoded_part(
 def test_what_clamav_reads_otherwise_is_found_outside_the_cuts(monkeypatch, raw, cuts, alike
                                                               ) -> None:
     # chunks as small as the longest line allows: lines run up to a chunk's end
-    monkeypatch.setattr(carve, "READ_CHUNK", max(len(line) + 1 for line in raw.split(b"\n")))
+    monkeypatch.setattr(cut_rules, "READ_CHUNK", max(len(line) + 1 for line in raw.split(b"\n")))
     read = lambda start, end: raw[start:end]  # noqa: E731
-    assert carve.read_alike_outside(read, len(raw), cuts) is alike
+    assert cut_rules.read_alike_outside(read, len(raw), cuts) is alike
 
 
 def test_a_body_is_exact_only_if_its_lines_go_on_alike_across_flushes(tmp_path: Path) -> None:

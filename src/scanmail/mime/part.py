@@ -46,7 +46,7 @@ class Explosion:
     encrypted: list[str] = field(default_factory=list)  # members no one can read unlocked
     # Stretches of the raw message (offsets from its start) that a written part holds
     # decoded exactly: the well-formed base64 bodies of binary parts, past their first
-    # line, of a message read without a defect (Walker.cut, walk). The scanner may leave
+    # line, of a message read without a defect (mime.cuts). The scanner may leave
     # them out of the raw message it scans.
     cuts: list[tuple[int, int]] = field(default_factory=list)
 

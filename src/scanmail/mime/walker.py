@@ -22,9 +22,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from scanmail.mime import archives, enclosed, names, readings
+from scanmail.mime import archives, cuts, enclosed, names, readings
 from scanmail.mime.body import TEXT_SNIFF, Body
-from scanmail.mime.carve import base64_runs, read_alike_outside
+from scanmail.mime.carve import base64_runs
 from scanmail.mime.headers import (
     BINHEX_ENCODINGS,
     IDENTITY,
@@ -50,13 +50,6 @@ _UU_BEGIN = re.compile(rb"begin(-base64)?[ \t]++[0-7]{3,4}[ \t]++(\S[^\r\n]*+)")
 # disk images) are always written: this copy is the only one that is ever scanned.
 CLAMAV_UNPACKS = frozenset({"zip", "rar", "7z", "arj", "cab", "cpio", "iso", "tar", "tar.gz",
                             "tar.bz2", "tar.xz", "gz", "bz2", "xz"})
-# A well-formed base64 body of a binary part at least this long, decoded exactly into a
-# file that is scanned, is left out of the raw message clamd scans (Explosion.cuts). Such
-# a body holds only base64 lines, all alike: no reader can find a boundary or a header in
-# it, and every reader decodes it to the bytes scanned.
-CUT_MIN = 16 << 10
-BINARY_TYPES = frozenset({"application", "image", "audio", "video"})
-MAX_FIRST_LINE = 1024  # the first line of a cut body stays in (Walker.cut)
 
 
 class Walker:
@@ -188,10 +181,10 @@ class Walker:
         self.entity(lines, [], depth, "text/plain")
         if depth == 0:
             self.carve(lines)
-        cuts = self.result.cuts
-        if cuts and (self.result.defects or not self.cuttable
-                     or not read_alike_outside(lines.read_raw, lines.offset, cuts)):
-            cuts.clear()  # read one way here, perhaps another by clamd
+        found = self.result.cuts
+        if found and (self.result.defects or not self.cuttable
+                      or not cuts.read_alike_outside(lines.read_raw, lines.offset, found)):
+            found.clear()  # read one way here, perhaps another by clamd
         return self.result
 
     def entity(
@@ -215,8 +208,9 @@ class Walker:
         ended, end, odd, exact = self.leaf(lines, bounds, part, head.encoding)
         if lines is self.top and head.encoding == "base64" and not odd and not head.odd:
             self.plain_base64.append((start, end))  # carving would only find this again
-            if exact and end - start >= CUT_MIN and part.size and _binary(ctype):
-                self.cut(lines, start, end)
+            if (exact and part.size and cuts.worth_cutting(ctype, end - start)
+                    and (cut := cuts.past_first_line(lines.read_raw, start, end))):
+                self.result.cuts.append(cut)  # clamd sees it decoded (mime.cuts)
         if odd or head.odd or head.encoding in (*UU_ENCODINGS, *YENC_ENCODINGS,
                                                   *BINHEX_ENCODINGS):
             if odd:
@@ -306,14 +300,6 @@ class Walker:
             part.size = sink.close()
             part.head = sink.head
         return ended, end, sink.odd, sink.exact
-
-    def cut(self, lines: Lines, start: int, end: int) -> None:
-        """Leave the body out of the raw message clamd scans, but for its first line: the
-        attachment keeps its name and first bytes there (names and types that signatures
-        on mail containers test)."""
-        first = lines.read_raw(start, start + MAX_FIRST_LINE).find(b"\n") + 1
-        if first:
-            self.result.cuts.append((start + first, end))
 
     # -- every reading of an ambiguous body -------------------------------------------
     def alternates(
@@ -410,12 +396,6 @@ class Walker:
             if current is not None and current_part is not None:
                 current_part.size = current.close()
                 self.after_leaf(current_part)
-
-
-def _binary(ctype: str) -> bool:
-    """Of a binary major type, exactly: clamd's mail parser takes other words for text
-    when they look like it (texts/html, plain/html) and runs its phishing checks on them."""
-    return ctype.split("/", 1)[0] in BINARY_TYPES
 
 
 def _member_names(parent: str, found: list[str]) -> list[str]:
